@@ -1,0 +1,213 @@
+"""Suite YAML -> validated plan of runs (one RunSpec each), printable before anything runs."""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from workloads.models import MODELS
+from workloads.registry import IMPLEMENTATIONS
+
+from .errors import DlbenchError
+from .paths import ORCHESTRATOR_SCHEMA_DIR
+
+SPEC_SCHEMA_VERSION = 1
+
+# What a run gets when neither the run nor the suite's defaults say otherwise.
+BUILTIN_DEFAULTS = {
+    "workload": "mnist_cnn",
+    "dataset": "fashion-mnist",
+    "train_split": "train",
+    "train_limit": None,
+    "test_limit": None,
+    "epochs": 1,
+    "batch_size": 128,
+    "learning_rate": 0.001,
+    "optimizer": "adam",
+    "seed": 42,
+    "device": "cpu",
+    "precision": "fp32",
+    "warmup_steps": 3,
+    "eval_every_epoch": True,
+    "repeats": 1,
+    "timeout": 3600,
+    "threads": {"intra_op": None, "inter_op": None},
+    "resources": {"cpus": None, "cpuset": None, "memory": None},
+    "options": {},
+}
+
+
+@dataclass
+class PlannedRun:
+    """One container (or local process) to start: the spec plus how to run it."""
+    run_id: str
+    framework: str
+    api: str
+    flavour: str                  # image flavour: cpu or cuda
+    dataset: str
+    timeout: float
+    resources: dict
+    spec: dict = field(repr=False)  # spec.json minus dataset.path, which the backend sets
+
+    def spec_for(self, dataset_path: str) -> dict:
+        spec = json.loads(json.dumps(self.spec))
+        spec["dataset"]["path"] = dataset_path
+        return spec
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "framework": self.framework, "api": self.api,
+                "flavour": self.flavour, "dataset": self.dataset, "timeout": self.timeout,
+                "resources": self.resources, "spec": self.spec}
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path
+    text: str                     # the file as given, kept verbatim for the results
+    runs: list[PlannedRun]
+
+    @property
+    def devices(self) -> set[str]:
+        return {run.spec["device"] for run in self.runs}
+
+
+def _schema() -> dict:
+    with open(ORCHESTRATOR_SCHEMA_DIR / "suite.schema.json", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _field_path(parts) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _explain(error: jsonschema.ValidationError, schema: dict) -> str:
+    """A schema error as one line naming the field, with 'did you mean' for typos."""
+    where = _field_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed]
+        key = extras[0] if extras else "?"
+        where = _field_path([*error.absolute_path, key])
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+        return f"{where}: unknown key ({hint})"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_names(settings: dict, where: str) -> None:
+    pair = (settings["framework"], settings["api"])
+    if pair not in IMPLEMENTATIONS:
+        frameworks = sorted({f for f, _ in IMPLEMENTATIONS})
+        if pair[0] not in frameworks:
+            close = difflib.get_close_matches(pair[0], frameworks, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(frameworks)}"
+            raise DlbenchError(f"{where}.framework: unknown framework '{pair[0]}' ({hint})")
+        apis = sorted(a for f, a in IMPLEMENTATIONS if f == pair[0])
+        raise DlbenchError(f"{where}.api: {pair[0]} has no API '{pair[1]}' (known: {', '.join(apis)})")
+    if settings["workload"] not in MODELS:
+        raise DlbenchError(f"{where}.workload: unknown workload '{settings['workload']}' "
+                           f"(known: {', '.join(sorted(MODELS))})")
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DlbenchError(f"{path}: cannot read suite file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DlbenchError(f"{path}: malformed YAML, {where}{problem}") from None
+    if not isinstance(data, dict):
+        raise DlbenchError(f"{path}: a suite must be a mapping with 'name' and 'runs'")
+    schema = _schema()
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+                    key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+    if errors:
+        raise DlbenchError(f"{path}: {_explain(errors[0], schema)}")
+    return Suite(name=data["name"], description=data.get("description", ""), path=path,
+                 text=text, runs=_expand(data, path))
+
+
+def _expand(data: dict, path: Path) -> list[PlannedRun]:
+    defaults = _merge(BUILTIN_DEFAULTS, data.get("defaults", {}))
+    planned: list[PlannedRun] = []
+    seen: set[str] = set()
+    for index, run in enumerate(data["runs"], start=1):
+        where = f"{path}: runs[{index - 1}]"
+        settings = _merge(defaults, run)
+        _check_names(settings, where)
+        for repeat in range(settings["repeats"]):
+            run_id = f"{index:02d}-{settings['framework']}-{settings['api']}"
+            if settings["repeats"] > 1:
+                run_id += f"-r{repeat + 1}"
+            if run_id in seen:  # defensive: ids name directories and containers
+                raise DlbenchError(f"{where}: duplicate run id {run_id}")
+            seen.add(run_id)
+            planned.append(PlannedRun(
+                run_id=run_id, framework=settings["framework"], api=settings["api"],
+                flavour="cuda" if settings["device"] == "gpu" else "cpu",
+                dataset=settings["dataset"], timeout=float(settings["timeout"]),
+                resources=settings["resources"], spec=_spec(run_id, settings, repeat)))
+    return planned
+
+
+def _spec(run_id: str, s: dict, repeat: int) -> dict:
+    return {
+        "schema_version": SPEC_SCHEMA_VERSION,
+        "run_id": run_id,
+        "framework": s["framework"], "api": s["api"], "workload": s["workload"],
+        "dataset": {"name": s["dataset"], "path": None, "train_split": s["train_split"],
+                    "train_limit": s["train_limit"], "test_limit": s["test_limit"]},
+        "batch_size": s["batch_size"], "epochs": s["epochs"],
+        "learning_rate": s["learning_rate"], "optimizer": s["optimizer"],
+        "seed": s["seed"], "device": s["device"], "precision": s["precision"],
+        "threads": s["threads"], "warmup_steps": s["warmup_steps"],
+        "eval_every_epoch": s["eval_every_epoch"], "options": s["options"],
+        "repeat": repeat,
+    }
+
+
+def format_plan(suite: Suite) -> str:
+    """The dry-run table `dlbench plan` prints."""
+    header = ("run", "framework/api", "flavour", "workload", "dataset", "epochs", "batch", "lr",
+              "repeat", "resources")
+    rows = [header]
+    for run in suite.runs:
+        s = run.spec
+        res = ", ".join(f"{k}={v}" for k, v in run.resources.items() if v is not None) or "-"
+        split = "" if s["dataset"]["train_split"] == "train" else " (train on test split)"
+        limit = f"[:{s['dataset']['train_limit']}]" if s["dataset"]["train_limit"] else ""
+        rows.append((run.run_id, f"{run.framework}/{run.api}", run.flavour, s["workload"],
+                     f"{run.dataset}{limit}{split}", str(s["epochs"]), str(s["batch_size"]),
+                     f"{s['learning_rate']:g}", str(s["repeat"] + 1), res))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [f"suite {suite.name}: {len(suite.runs)} run(s)" +
+             (f" - {suite.description}" if suite.description else "")]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""`python -m workloads run ...`: the command every backend (and a user by hand) runs.
+
+Two ways to say what to run:
+  run --spec /results/<run_id>/spec.json          what the orchestrator writes
+  run --dataset fashion-mnist --epochs 1 ...      by hand; the image's defaults fill the rest
+Results go to --out (default: the spec's directory, or /results/<run_id>).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+
+from . import harness
+
+
+def _spec_from_flags(args) -> dict:
+    framework = args.framework or os.environ.get("DLBENCH_FRAMEWORK")
+    api = args.api or os.environ.get("DLBENCH_API")
+    if not framework or not api:
+        raise harness.SpecError("--framework and --api are needed outside a dlbench image "
+                                "(images set DLBENCH_FRAMEWORK / DLBENCH_API)")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    spec = {
+        "schema_version": harness.SCHEMA_VERSION,
+        "run_id": args.run_id or f"{framework}-{api}-{args.workload}-{stamp}",
+        "framework": framework, "api": api, "workload": args.workload,
+        "dataset": {"name": args.dataset,
+                    "path": args.dataset_path or os.path.join("/data", args.dataset),
+                    "train_split": args.train_split,
+                    "train_limit": args.train_limit, "test_limit": args.test_limit},
+        "batch_size": args.batch_size, "epochs": args.epochs,
+        "learning_rate": args.learning_rate, "optimizer": "adam", "seed": args.seed,
+        "device": args.device, "warmup_steps": args.warmup_steps,
+        "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
+    }
+    return spec
+
+
+def _load_spec_file(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise harness.SpecError(f"{path}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise harness.SpecError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workloads")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate one run, write metrics.json")
+    run.add_argument("--spec", help="spec.json written by the orchestrator")
+    run.add_argument("--out", help="directory for spec.json and metrics.json")
+    run.add_argument("--framework")
+    run.add_argument("--api")
+    run.add_argument("--workload", default="mnist_cnn")
+    run.add_argument("--dataset", default="fashion-mnist")
+    run.add_argument("--dataset-path", help="default: /data/<dataset>")
+    run.add_argument("--train-split", default="train", choices=["train", "test"])
+    run.add_argument("--train-limit", type=int)
+    run.add_argument("--test-limit", type=int)
+    run.add_argument("--batch-size", type=int, default=128)
+    run.add_argument("--epochs", type=int, default=1)
+    run.add_argument("--learning-rate", type=float, default=0.001)
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    run.add_argument("--warmup-steps", type=int, default=3)
+    run.add_argument("--intra-op-threads", type=int)
+    run.add_argument("--inter-op-threads", type=int)
+    run.add_argument("--run-id")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        raw = _load_spec_file(args.spec) if args.spec else _spec_from_flags(args)
+        spec = harness.validate_spec(raw)
+    except harness.SpecError as exc:
+        print(f"workloads: error: {exc}", file=sys.stderr)
+        return harness.EXIT_USAGE
+    out_dir = args.out or (os.path.dirname(os.path.abspath(args.spec)) if args.spec
+                           else os.path.join("/results", spec["run_id"]))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        if not args.spec:
+            harness.write_json_atomic(os.path.join(out_dir, "spec.json"), raw)
+    except OSError as exc:
+        print(f"workloads: error: {out_dir}: not writable ({exc.strerror}); mount a writable "
+              "directory there or pass --out", file=sys.stderr)
+        return harness.EXIT_USAGE
+    return harness.run(spec, out_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

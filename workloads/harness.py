@@ -1,0 +1,325 @@
+"""The shared harness: everything about a run that is not the framework.
+
+Spec in -> thread env -> import the framework file (timed) -> data in memory as
+numpy -> build model -> first step and warm-up (timed apart) -> timed epochs ->
+evaluation -> metrics.json written atomically. Framework files only subclass
+`Implementation` with the model and its training/eval step.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import data as data_mod
+from .loc import logical_lines_of_file
+from .models import ADAM, MODELS
+from .registry import IMPLEMENTATIONS
+
+SCHEMA_VERSION = 1
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
+EVENT_PREFIX = "@dlbench "
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
+
+
+class SpecError(Exception):
+    """The run spec is unusable; the message names the field."""
+
+
+class Implementation:
+    """Base class of every framework file. Subclasses set the class attributes and
+    implement build / train_epoch / evaluate; the rest has working defaults."""
+
+    framework = ""
+    api = ""
+    data_layout = "NHWC"  # the layout the framework wants its batches in
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.gpu = spec["device"] == "gpu"
+
+    # -- to implement -------------------------------------------------------
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def configure(self) -> dict:
+        """Seed, threads, device; return the framework options in force."""
+        raise NotImplementedError
+
+    def build(self, model) -> int:
+        """Build model + optimizer for a `models.ConvNetSpec`; return the parameter count."""
+        raise NotImplementedError
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float]:
+        """One pass over (x, y) in the given order; return (mean loss, accuracy)."""
+        raise NotImplementedError
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+    # -- optional -----------------------------------------------------------
+    def synchronize(self) -> None:
+        """Block until queued device work is done (GPU timings must call this)."""
+
+    def device_name(self) -> str:
+        return cpu_model_name()
+
+    def peak_device_memory_mb(self) -> float | None:
+        return None
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        text = f"{type(exc).__name__}: {exc}".lower()
+        return isinstance(exc, MemoryError) or "out of memory" in text or "resourceexhausted" in text
+
+
+def batches(n: int, batch_size: int):
+    """Slices covering range(n) in order; the last batch may be smaller."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def cpu_model_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def emit(event: str, **fields) -> None:
+    """One progress line on stdout for the orchestrator (and humans) to follow."""
+    print(EVENT_PREFIX + json.dumps({"event": event, **fields}), flush=True)
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+    """Write-then-rename so a killed run never leaves a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_schema(name: str) -> dict:
+    with open(os.path.join(SCHEMA_DIR, f"{name}.schema.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def validate_spec(spec: dict) -> dict:
+    """Validate against spec.schema.json and fill defaults; SpecError names the field."""
+    import jsonschema  # in every image's lock; kept local so `import workloads` stays light
+
+    errors = sorted(jsonschema.Draft202012Validator(load_schema("spec")).iter_errors(spec),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise SpecError(f"spec field {where}: {err.message}")
+    if (spec["framework"], spec["api"]) not in IMPLEMENTATIONS:
+        known = ", ".join(f"{f}/{a}" for f, a in sorted(IMPLEMENTATIONS))
+        raise SpecError(f"spec field framework/api: no implementation of "
+                        f"{spec['framework']}/{spec['api']} (known: {known})")
+    if spec["workload"] not in MODELS:
+        raise SpecError(f"spec field workload: unknown workload {spec['workload']!r} "
+                        f"(known: {', '.join(sorted(MODELS))})")
+    full = dict(spec)
+    full["dataset"] = {"train_split": "train", "train_limit": None, "test_limit": None,
+                       **spec["dataset"]}
+    full.setdefault("precision", "fp32")
+    full["threads"] = {"intra_op": None, "inter_op": None, **spec.get("threads", {})}
+    full.setdefault("warmup_steps", 3)
+    full.setdefault("eval_every_epoch", True)
+    full.setdefault("options", {})
+    full.setdefault("repeat", 0)
+    return full
+
+
+def apply_thread_env(threads: dict) -> None:
+    """Thread settings must be in the environment before the framework is imported."""
+    intra = threads.get("intra_op")
+    if intra:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(intra)
+
+
+@dataclass
+class Clock:
+    """Wall-clock intervals that first wait for the device to finish its queued work."""
+    impl: Implementation | None = None
+
+    def time(self, fn, *args):
+        if self.impl is not None:
+            self.impl.synchronize()
+        start = time.perf_counter()
+        result = fn(*args)
+        if self.impl is not None:
+            self.impl.synchronize()
+        return result, time.perf_counter() - start
+
+
+def _base_metrics(spec: dict, started_at: str) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec["run_id"],
+        "status": "failed",
+        "error": None,
+        "framework": {"name": spec["framework"], "api": spec["api"], "version": None,
+                      "module": IMPLEMENTATIONS.get((spec["framework"], spec["api"]), "")},
+        "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
+        "workload": spec["workload"],
+        "device": {"type": spec["device"], "name": cpu_model_name()},
+        "started_at": started_at,
+        "finished_at": started_at,
+    }
+
+
+def run(spec: dict, out_dir: str) -> int:
+    """Run one spec (already validated); always leaves a metrics.json behind."""
+    metrics = _base_metrics(spec, now_iso())
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    trainer = _Trainer(spec, metrics)
+    exit_code = EXIT_FAILED
+    try:
+        trainer.train_and_evaluate()
+        exit_code = EXIT_OK
+    except data_mod.DataError as exc:
+        metrics["error"] = f"data: {exc}"
+    except KeyboardInterrupt:
+        metrics["error"] = "interrupted"
+    except Exception as exc:  # noqa: BLE001 - every failure must still produce metrics
+        impl = trainer.impl
+        oom = impl.is_out_of_memory(exc) if impl else isinstance(exc, MemoryError)
+        metrics["status"] = "oom" if oom else "failed"
+        metrics["error"] = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        exit_code = EXIT_OOM if oom else EXIT_FAILED
+        traceback.print_exc()
+    metrics["finished_at"] = now_iso()
+    if metrics["status"] != "ok":
+        emit("failed", status=metrics["status"], error=metrics["error"])
+    metrics["memory"] = {**metrics.get("memory", {}), "peak_rss_mb": peak_rss_mb()}
+    write_json_atomic(metrics_path, metrics)
+    emit("done", status=metrics["status"], metrics=metrics_path)
+    return exit_code
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+class _Trainer:
+    """Fills `metrics` step by step, so a failure keeps whatever was measured."""
+
+    def __init__(self, spec: dict, metrics: dict):
+        self.spec, self.metrics = spec, metrics
+        self.impl: Implementation | None = None
+
+    def train_and_evaluate(self) -> None:
+        _train_and_evaluate(self, self.spec, self.metrics)
+
+
+def _train_and_evaluate(trainer: _Trainer, spec: dict, metrics: dict) -> None:
+    apply_thread_env(spec["threads"])
+    np.random.seed(spec["seed"])
+    module_name = IMPLEMENTATIONS[(spec["framework"], spec["api"])]
+
+    emit("import", module=module_name)
+    t = time.perf_counter()
+    module = importlib.import_module(module_name)
+    import_s = time.perf_counter() - t
+    impl: Implementation = module.Implementation(spec)
+    trainer.impl = impl
+    metrics["framework"]["version"] = impl.version()
+    metrics["lines_of_code"] = logical_lines_of_file(module.__file__)
+
+    options = impl.configure()
+    options["data_layout"] = impl.data_layout
+    metrics["options"] = {**spec["options"], **options}
+    metrics["device"]["name"] = impl.device_name()
+
+    ds = spec["dataset"]
+    t = time.perf_counter()
+    x_train, y_train = data_mod.load_split(ds["path"], ds["train_split"], ds["train_limit"])
+    x_test, y_test = data_mod.load_split(ds["path"], "test", ds["test_limit"])
+    if impl.data_layout == "NCHW":
+        x_train = np.ascontiguousarray(x_train.transpose(0, 3, 1, 2))
+        x_test = np.ascontiguousarray(x_test.transpose(0, 3, 1, 2))
+    data_load_s = time.perf_counter() - t
+    metrics["dataset"] = {"name": ds["name"], "train_split": ds["train_split"],
+                          "train_samples": int(len(x_train)), "test_samples": int(len(x_test)),
+                          "layout": impl.data_layout}
+    bs, n_train = spec["batch_size"], len(x_train)
+    metrics["hyperparameters"] = {
+        "batch_size": bs, "epochs": spec["epochs"], "learning_rate": spec["learning_rate"],
+        "optimizer": spec["optimizer"], "optimizer_params": ADAM, "seed": spec["seed"],
+        "warmup_steps": spec["warmup_steps"], "precision": spec["precision"]}
+
+    model_spec = MODELS[spec["workload"]]
+    emit("build", workload=model_spec.name)
+    clock = Clock(impl)
+    params, build_s = clock.time(impl.build, model_spec)
+    metrics["model"] = {"parameters": int(params), "expected_parameters": model_spec.parameters}
+
+    # Warm-up: real training steps on the first batches, identical for every
+    # framework; the first one (trace/compile) is reported on its own.
+    warm_n = min(spec["warmup_steps"] * bs, n_train)
+    _, first_step_s = clock.time(impl.train_epoch, x_train[:bs], y_train[:bs], bs)
+    _, rest_s = clock.time(impl.train_epoch, x_train[bs:warm_n], y_train[bs:warm_n], bs) \
+        if warm_n > bs else (None, 0.0)
+    emit("warmup", first_step_s=round(first_step_s, 4), warmup_s=round(first_step_s + rest_s, 4))
+
+    epochs = []
+    for epoch in range(1, spec["epochs"] + 1):
+        # Same order in every framework: a permutation drawn from the run's seed.
+        order = np.random.default_rng(spec["seed"] + epoch).permutation(n_train)
+        xe, ye = x_train[order], y_train[order]
+        (loss, acc), train_s = clock.time(impl.train_epoch, xe, ye, bs)
+        record = {"epoch": epoch, "train_s": train_s, "images_per_s": n_train / train_s,
+                  "loss": float(loss), "accuracy": float(acc),
+                  "test_loss": None, "test_accuracy": None, "test_s": None}
+        if spec["eval_every_epoch"] or epoch == spec["epochs"]:
+            (tl, ta), test_s = clock.time(impl.evaluate, x_test, y_test, bs)
+            record.update(test_loss=float(tl), test_accuracy=float(ta), test_s=test_s)
+        epochs.append(record)
+        emit("epoch", epoch=epoch, epochs=spec["epochs"], train_s=round(train_s, 3),
+             images_per_s=round(record["images_per_s"], 1), loss=round(record["loss"], 4),
+             accuracy=round(record["accuracy"], 4), test_accuracy=record["test_accuracy"])
+
+    last = epochs[-1]
+    train_total_s = sum(e["train_s"] for e in epochs)
+    metrics["epochs"] = epochs
+    metrics["test"] = {"loss": last["test_loss"], "accuracy": last["test_accuracy"]}
+    metrics["timing"] = {
+        "import_s": import_s, "data_load_s": data_load_s, "build_s": build_s,
+        "first_step_s": first_step_s, "warmup_s": first_step_s + rest_s,
+        "train_total_s": train_total_s, "test_s": last["test_s"],
+        "images_per_s": n_train * len(epochs) / train_total_s,
+        "test_images_per_s": len(x_test) / last["test_s"] if last["test_s"] else 0.0,
+    }
+    metrics["memory"] = {"peak_device_mb": impl.peak_device_memory_mb()}
+    metrics["status"] = "ok"

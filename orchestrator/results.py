@@ -72,7 +72,7 @@ def classify(exit_code: int | None, metrics: dict | None, metrics_problem: str |
     if oom_killed:
         return "oom", "killed by the kernel's out-of-memory killer (memory limit reached)"
     if metrics is not None and metrics["status"] == "oom":
-        return "oom", metrics.get("error")
+        return "oom", metrics.get("error") or "the framework reported out of memory"
     if exit_code in (137, -9) and (metrics is None or metrics["status"] != "ok"):
         return "killed", f"the workload was killed (exit code {exit_code})"
     if metrics is None:

@@ -1,0 +1,43 @@
+# dlbench — the commands a user needs. Everything runs from the host virtualenv (.venv).
+PYTHON     ?= python3
+VENV       ?= .venv
+DLBENCH    := $(VENV)/bin/dlbench
+BACKEND    ?= auto
+SUITE      ?= suites/quick.yaml
+GPU_SUITE  ?= suites/quick-gpu.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup bench bench-gpu images base-image locks data test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+data: setup ## Fashion-MNIST into the host cache (no-op when present, e.g. Debian's package)
+	$(DLBENCH) data fetch fashion-mnist
+
+bench: setup data ## CPU quick suite: PyTorch vs TensorFlow Keras, report under results/
+	$(DLBENCH) run $(SUITE) --backend $(BACKEND)
+
+bench-gpu: setup data ## the same suite on the GPU
+	$(DLBENCH) run $(GPU_SUITE) --backend $(BACKEND)
+
+images: setup ## build (or reuse) every CPU framework image
+	$(DLBENCH) images build
+
+base-image: setup ## air-gapped hosts: a local Debian Python base image (needs mmdebstrap)
+	$(DLBENCH) images base
+
+locks: setup ## regenerate the hash-locked requirement files in docker/
+	$(VENV)/bin/python docker/lock.py
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,170 @@
+"""`dlbench`: plan | run | report | images | data | sysinfo.
+
+Every user-fixable problem surfaces as `dlbench: error: <one line>` and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import DlbenchError
+from .paths import results_root
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_plan(args) -> int:
+    from .suite import format_plan, load_suite
+
+    suite = load_suite(args.suite)
+    print(format_plan(suite))
+    if args.json:
+        print(json.dumps([run.to_dict() for run in suite.runs], indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .backends import select_backend
+    from .runner import run_suite
+    from .suite import load_suite
+
+    suite = load_suite(args.suite)
+    backend = select_backend(args.backend, say=_say)
+    if args.no_build:
+        if backend.name != "docker":
+            raise DlbenchError("--no-build applies to the docker backend only")
+        backend.build = False
+    results = run_suite(suite, backend, Path(args.results) if args.results else results_root(),
+                        say=_say)
+    _say(f"Report: {results.path / 'report.html'}")
+    outcomes = [json.loads((p / "run.json").read_text())["outcome"]
+                for p in sorted((results.path / "runs").iterdir())]
+    bad = [o for o in outcomes if o != "ok"]
+    if bad:
+        _say(f"{len(bad)} of {len(outcomes)} run(s) did not finish ok (see the report).")
+    return 1 if bad else 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+
+    path = Path(args.results)
+    html = report.render(report.load(path))
+    out = Path(args.output) if args.output else path / "report.html"
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    _say(f"Report: {out}")
+    return 0
+
+
+def cmd_images_build(args) -> int:
+    from . import images
+    from .backends.docker import connect
+
+    client, problem = connect()
+    if client is None:
+        raise DlbenchError(f"building images needs a Docker engine ({problem})")
+    matrix = images.load_matrix()
+    names = args.frameworks or sorted(matrix)
+    for name in names:
+        if name not in matrix:
+            raise DlbenchError(f"docker/images.yaml: no image for framework '{name}' "
+                               f"(known: {', '.join(sorted(matrix))})")
+    options = images.BuildOptions.from_env()
+    for name in names:
+        _say(f"Building {name}/{args.flavour}")
+        info = images.ensure_image(client, name, args.flavour, options,
+                                   progress=lambda line: _say(f"    {line}"), rebuild=args.rebuild)
+        _say(f"    {info.tag} {info.id}")
+    return 0
+
+
+def cmd_images_base(args) -> int:
+    from . import images
+    from .backends.docker import connect
+
+    client, problem = connect()
+    if client is None:
+        raise DlbenchError(f"importing a base image needs a Docker engine ({problem})")
+    _say(images.make_base_image(client, tag=args.tag))
+    return 0
+
+
+def cmd_sysinfo(args) -> int:
+    from . import sysinfo
+    from .backends.docker import connect
+
+    client, _ = connect()
+    print(json.dumps(sysinfo.collect(client), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="print the runs a suite expands to, without running anything")
+    p.add_argument("suite")
+    p.add_argument("--json", action="store_true", help="also print the run specs as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a suite and write results/<timestamp>-<suite>/")
+    p.add_argument("suite")
+    p.add_argument("--backend", default=os.environ.get("BACKEND") or "auto",
+                   help="auto (default; Docker if reachable, else local), docker or local")
+    p.add_argument("--results", help="results root (default: results/ or $DLBENCH_RESULTS)")
+    p.add_argument("--no-build", action="store_true", help="use existing images only")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="re-render report.html from a results directory")
+    p.add_argument("results")
+    p.add_argument("-o", "--output", help="write here instead of RESULTS/report.html")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("images", help="build the framework images")
+    isub = p.add_subparsers(dest="images_command", required=True)
+    b = isub.add_parser("build", help="build (or reuse) framework images")
+    b.add_argument("frameworks", nargs="*")
+    b.add_argument("--flavour", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--rebuild", action="store_true")
+    b.set_defaults(func=cmd_images_build)
+    b = isub.add_parser("base", help="make a local Debian Python base image (no registry needed)")
+    b.add_argument("--tag", default="local/bookworm-python:3.11")
+    b.set_defaults(func=cmd_images_base)
+
+    from .cli_data import add_data_commands
+
+    add_data_commands(sub)
+
+    p = sub.add_parser("sysinfo", help="print what system.json records about this host")
+    p.set_defaults(func=cmd_sysinfo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DlbenchError as exc:
+        print(f"dlbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dlbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, details on request
+        if os.environ.get("DLBENCH_DEBUG"):
+            traceback.print_exc()
+        print(f"dlbench: internal error: {type(exc).__name__}: {exc} "
+              "(set DLBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

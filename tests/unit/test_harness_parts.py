@@ -1,0 +1,103 @@
+"""Pieces of the in-container harness that need no framework."""
+import json
+import os
+import re
+
+import pytest
+
+from workloads import harness
+from workloads.loc import logical_lines
+from workloads.models import MNIST_CNN
+
+
+def test_mnist_cnn_flatten_and_parameter_arithmetic():
+    m = MNIST_CNN
+    assert m.flatten_size() == 1600
+    (c1, k1), (c2, k2) = m.conv_layers
+    conv1 = k1 * k1 * m.input_shape[2] * c1 + c1
+    conv2 = k2 * k2 * c1 * c2 + c2
+    dense = m.flatten_size() * m.dense_units + m.dense_units
+    out = m.dense_units * m.classes + m.classes
+    assert (conv1, conv2, dense, out) == (832, 18_496, 1_639_424, 10_250)
+    assert conv1 + conv2 + dense + out == m.parameters == 1_669_002
+
+
+def test_logical_lines_skip_comments_docstrings_blank_and_continuations():
+    source = '''"""Module docstring
+spanning lines."""
+import os  # comment
+
+# a comment line
+
+def f(a,
+      b):
+    """Doc."""
+    return (a +
+            b)
+'''
+    assert logical_lines(source) == 3
+
+
+def test_framework_files_are_small_and_counted():
+    for name in ("pytorch_eager.py", "tensorflow_keras.py"):
+        path = os.path.join(os.path.dirname(harness.__file__), name)
+        count = harness.logical_lines_of_file(path)
+        assert 20 < count < 120, (name, count)
+
+
+def test_write_json_atomic_leaves_no_temp_and_replaces(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text('{"old": true}')
+    harness.write_json_atomic(str(target), {"new": 1})
+    assert json.loads(target.read_text()) == {"new": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_write_json_atomic_failure_keeps_previous_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text('{"old": true}')
+    with pytest.raises(TypeError):
+        harness.write_json_atomic(str(target), {"bad": object()})
+    assert json.loads(target.read_text()) == {"old": True}
+
+
+def _spec(**over):
+    spec = {"schema_version": 1, "run_id": "r1", "framework": "pytorch", "api": "eager",
+            "workload": "mnist_cnn", "dataset": {"name": "mnist", "path": "/data/mnist"},
+            "batch_size": 128, "epochs": 1, "learning_rate": 0.001, "optimizer": "adam",
+            "seed": 1, "device": "cpu"}
+    spec.update(over)
+    return spec
+
+
+def test_validate_spec_fills_defaults():
+    full = harness.validate_spec(_spec())
+    assert full["warmup_steps"] == 3 and full["dataset"]["train_split"] == "train"
+    assert full["threads"] == {"intra_op": None, "inter_op": None}
+
+
+@pytest.mark.parametrize("over, field", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"framework": "caffe"}, "framework/api"),
+    ({"workload": "vgg"}, "workload"),
+    ({"device": "tpu"}, "device"),
+    ({"surprise": 1}, "(top level)"),
+])
+def test_validate_spec_names_the_field(over, field):
+    with pytest.raises(harness.SpecError, match=re.escape(f"spec field {field}")):
+        harness.validate_spec(_spec(**over))
+
+
+def test_batches_cover_everything_once():
+    slices = list(harness.batches(300, 128))
+    assert [(s.start, s.stop) for s in slices] == [(0, 128), (128, 256), (256, 300)]
+
+
+def test_workload_cli_rejects_bad_spec_file_in_one_line(tmp_path, capsys):
+    from workloads.__main__ import main
+
+    bad = tmp_path / "spec.json"
+    bad.write_text("{not json")
+    assert main(["run", "--spec", str(bad)]) == harness.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("workloads: error:") and "not valid JSON" in err

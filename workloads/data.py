@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: corrupt gzip stream
         raise DataError(f"{path}: cannot read ({exc})") from None
     if len(raw) < 4:
         raise DataError(f"{path}: too short to be an IDX file")
@@ -59,6 +60,8 @@ def find_file(directory: str, stem: str) -> str:
 
 def load_split(directory: str, split: str, limit: int | None = None):
     """Images as float32 NHWC scaled to [0, 1], labels as int64."""
+    if split not in SPLIT_FILES:
+        raise DataError(f"{directory}: unknown split {split!r} (use train or test)")
     images_stem, labels_stem = SPLIT_FILES[split]
     images_path = find_file(directory, images_stem)
     labels_path = find_file(directory, labels_stem)

@@ -71,12 +71,9 @@ def cmd_images_build(args) -> int:
     client, problem = connect()
     if client is None:
         raise DlbenchError(f"building images needs a Docker engine ({problem})")
-    matrix = images.load_matrix()
-    names = args.frameworks or sorted(matrix)
+    names = args.frameworks or sorted(images.load_images())
     for name in names:
-        if name not in matrix:
-            raise DlbenchError(f"docker/images.yaml: no image for framework '{name}' "
-                               f"(known: {', '.join(sorted(matrix))})")
+        images.get_spec(name, args.flavour)  # unknown names fail before anything is built
     options = images.BuildOptions.from_env()
     for name in names:
         _say(f"Building {name}/{args.flavour}")

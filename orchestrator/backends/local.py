@@ -59,16 +59,15 @@ class LocalBackend(Backend):
             check_gpu()
 
     def prepare(self, framework, flavour, progress):
-        matrix = images.load_matrix()
-        lock = images.lock_path(matrix, framework, flavour)
+        spec, fl = images.get_spec(framework, flavour)
+        lock, python = fl.lock, spec.python
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
-        python = matrix[framework]["python"]
         venv = self.venv_root / f"{framework}-{flavour}-py{python}-{lock_sha[:12]}"
         if not (venv / READY_MARKER).exists():
             self._create_venv(venv, python, lock, progress)
         return {"kind": "venv", "path": str(venv), "lock_sha256": lock_sha,
                 "framework": framework, "flavour": flavour, "python": python,
-                "framework_version": matrix[framework]["framework_version"]}
+                "framework_version": spec.framework_version}
 
     def _create_venv(self, venv: Path, python: str, lock: Path, progress) -> None:
         progress(f"creating virtualenv {venv.name} from {lock.relative_to(REPO_ROOT)} (uv)")

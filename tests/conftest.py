@@ -1,0 +1,65 @@
+"""Shared fixtures: a real Docker engine and a base image to build on.
+
+docker_client: the engine, or a skip with the reason; under CI (CI=true) an engine
+               that does not answer fails the test instead, so CI cannot pass by skipping.
+base_image:    tag of the base for image builds: $DLBENCH_BASE_IMAGE when set, else a
+               local base made earlier, else the pinned public base if it can be pulled,
+               else one made here with mmdebstrap (orchestrator.images.make_base_image).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        reason = f"no Docker engine reachable ({type(exc).__name__}: {str(exc)[:200]})"
+        if _in_ci():
+            pytest.fail(f"{reason}; CI=true requires one (.ci/run starts dockerd)")
+        pytest.skip(reason)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    import docker.errors
+
+    from orchestrator import images
+    from orchestrator.errors import DlbenchError
+
+    tag = os.environ.get("DLBENCH_BASE_IMAGE")
+    if tag:
+        try:
+            docker_client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"DLBENCH_BASE_IMAGE={tag} is not present in the engine; "
+                        "make it with `dlbench images base`")
+        return tag
+    try:
+        docker_client.images.get(images.DEFAULT_BASE_TAG)
+        return images.DEFAULT_BASE_TAG
+    except docker.errors.ImageNotFound:
+        pass
+    public = next(iter(images.load_images()["pytorch"].flavours.values())).base
+    try:
+        images.resolve_base(docker_client, public)
+        return public
+    except DlbenchError:
+        pass  # no registry: make one
+    try:
+        return images.make_base_image(docker_client)
+    except DlbenchError as exc:
+        pytest.fail(f"no base image to build on: {exc}")

@@ -1,0 +1,250 @@
+"""docker/images.yaml, the lock files and the Dockerfiles agree with each other and
+with workloads/registry.py; bad input gives a one-line error naming the field."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import images
+from orchestrator.errors import DlbenchError
+from workloads.registry import IMPLEMENTATIONS
+
+SPECS = images.load_images()
+FLAVOURS = [(fw, fl) for fw, spec in SPECS.items() for fl in spec.flavours]
+
+# The package each framework's lock must pin at framework_version (per flavour).
+FRAMEWORK_PACKAGE = {
+    ("pytorch", "cpu"): "torch", ("pytorch", "cuda"): "torch",
+    ("tensorflow", "cpu"): "tensorflow-cpu", ("tensorflow", "cuda"): "tensorflow",
+}
+
+
+def test_images_yaml_loads():
+    assert set(SPECS) == {"pytorch", "tensorflow"}
+    for spec in SPECS.values():
+        assert spec.python == "3.11"
+        assert set(spec.flavours) == {"cpu", "cuda"}
+        for flavour in spec.flavours.values():
+            assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", flavour.base)
+        assert spec.flavours["cuda"].cuda and spec.flavours["cuda"].cudnn
+
+
+def test_apis_match_the_workload_registry():
+    in_yaml = {(fw, api) for fw, spec in SPECS.items() for api in spec.apis}
+    assert in_yaml == set(IMPLEMENTATIONS)
+
+
+def test_image_tag():
+    assert images.image_tag("pytorch", "cpu") == "dlbench/pytorch:2.13.0-cpu"
+    assert images.image_tag("tensorflow", "cuda") == "dlbench/tensorflow:2.21.0-cuda"
+    with pytest.raises(DlbenchError, match="known: pytorch, tensorflow"):
+        images.image_tag("caffe", "cpu")
+    with pytest.raises(DlbenchError, match="flavours has no 'rocm'"):
+        images.image_tag("pytorch", "rocm")
+
+
+@pytest.mark.parametrize("framework,flavour", FLAVOURS)
+def test_lock_hashes_every_requirement_and_pins_the_framework(framework, flavour):
+    spec = SPECS[framework]
+    lock = spec.flavours[flavour].lock
+    reqs = images.parse_lock(lock)
+    assert reqs, lock
+    unhashed = [r.name for r in reqs if not r.hashes]
+    assert not unhashed, f"{lock}: no --hash for {unhashed}"
+    pins = {r.name: r.version for r in reqs}
+    package = FRAMEWORK_PACKAGE[(framework, flavour)]
+    assert pins[package].split("+")[0] == spec.framework_version
+    assert pins["numpy"] == "2.4.6"
+    assert "jsonschema" in pins
+    # every requirement line of the file was parsed (none unpinned or skipped)
+    text = lock.read_text()
+    assert len(re.findall(r"^[A-Za-z0-9][^\s#]*==", text, re.MULTILINE)) == len(reqs)
+
+
+def test_lock_specifics():
+    def pins(fw, fl):
+        return {r.name: r.version for r in images.parse_lock(SPECS[fw].flavours[fl].lock)}
+
+    assert pins("pytorch", "cpu")["torch"] == "2.13.0+cpu"
+    assert not any(name.startswith("nvidia") for name in pins("pytorch", "cpu"))
+    assert any(name.startswith("nvidia-cudnn") for name in pins("pytorch", "cuda"))
+    assert pins("tensorflow", "cpu")["keras"] == pins("tensorflow", "cuda")["keras"] == "3.15.1"
+    assert any(name.startswith("nvidia-cudnn") for name in pins("tensorflow", "cuda"))
+    assert "tensorflow" not in pins("tensorflow", "cpu")
+
+
+@pytest.mark.parametrize("framework,flavour", [k for k in FLAVOURS if k[1] == "cuda"])
+def test_cuda_versions_recorded_match_the_lock(framework, flavour):
+    fl = SPECS[framework].flavours[flavour]
+    pins = {r.name: r.version for r in images.parse_lock(fl.lock)}
+    cudnn = next(v for n, v in pins.items() if n.startswith("nvidia-cudnn"))
+    assert cudnn.startswith(fl.cudnn + "."), (cudnn, fl.cudnn)
+    runtime = next(v for n, v in pins.items() if n.startswith("nvidia-cuda-runtime"))
+    assert runtime.startswith(fl.cuda.split(".")[0] + "."), (runtime, fl.cuda)
+
+
+@pytest.mark.parametrize("framework", sorted(SPECS))
+def test_dockerfile_defaults_agree_with_images_yaml(framework):
+    spec = SPECS[framework]
+    text = spec.dockerfile.read_text()
+    assert not re.search(r"^RUN\s+--mount", text, re.MULTILINE)  # classic builder builds it
+    assert f"ARG BASE_IMAGE={spec.flavours['cpu'].base}\n" in text
+    assert f"ARG FRAMEWORK_VERSION={spec.framework_version}\n" in text
+    assert f"DLBENCH_FRAMEWORK={framework} DLBENCH_API={spec.default_api}" in text
+    assert f"docker/{framework}/requirements-${{FLAVOUR}}.txt" in text
+    assert re.search(r"^USER 10001", text, re.MULTILINE)
+    assert 'ENTRYPOINT ["python", "-m", "workloads"]' in text
+
+
+def test_every_lock_has_its_input():
+    for fw, fl in FLAVOURS:
+        lock = SPECS[fw].flavours[fl].lock
+        assert lock.with_suffix(".in").is_file()
+
+
+# -- bad images.yaml -----------------------------------------------------------
+
+def _write(tmp_path: Path, data) -> Path:
+    """A copy of images.yaml (with its lock files) modified by `data(dict)`."""
+    raw = yaml.safe_load(images.IMAGES_FILE.read_text())
+    data(raw)
+    for fw in SPECS:
+        (tmp_path / fw).mkdir(exist_ok=True)
+        for fl in SPECS[fw].flavours.values():
+            (tmp_path / fw / fl.lock.name).write_text("x==1 --hash=sha256:" + "0" * 64 + "\n")
+    path = tmp_path / "images.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _set(*keys, value=None, delete=False):
+    def apply(raw):
+        node = raw
+        for key in keys[:-1]:
+            node = node[key]
+        if delete:
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = value
+    return apply
+
+
+@pytest.mark.parametrize("change,field", [
+    (_set("schema_version", value=2), "schema_version"),
+    (_set("images", "pytorch", "framework_version", value=2.13), "images.pytorch.framework_version"),
+    (_set("images", "pytorch", "framework_version", delete=True), "images.pytorch.framework_version"),
+    (_set("images", "pytorch", "apis", value=[]), "images.pytorch.apis"),
+    (_set("images", "pytorch", "pyton", value="3.11"), "images.pytorch.pyton"),
+    (_set("images", "pytorch", "python", value="3"), "images.pytorch.python"),
+    (_set("images", "tensorflow", "flavours", "cpu", "base", value="python:3.11-slim"),
+     "images.tensorflow.flavours.cpu.base"),
+    (_set("images", "tensorflow", "flavours", "rocm", value={"base": "x", "lock": "y.txt"}),
+     "images.tensorflow.flavours.rocm"),
+    (_set("images", "tensorflow", "flavours", "cuda", "cudnn", delete=True),
+     "images.tensorflow.flavours.cuda.cudnn"),
+    (_set("images", "tensorflow", "flavours", "cpu", "lock", value="missing.txt"),
+     "images.tensorflow.flavours.cpu.lock"),
+    (_set("images", value=[]), "images"),
+])
+def test_bad_images_yaml_names_the_field(tmp_path, change, field):
+    path = _write(tmp_path, change)
+    with pytest.raises(DlbenchError) as err:
+        images.load_images(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {field}:"), message
+
+
+def test_images_yaml_that_is_not_yaml(tmp_path):
+    path = tmp_path / "images.yaml"
+    path.write_text("images: [unclosed\n")
+    with pytest.raises(DlbenchError, match=r"images.yaml: not valid YAML at line \d"):
+        images.load_images(path)
+
+
+# -- locks, wheelhouse, options, input hash -------------------------------------
+
+def test_parse_lock_and_select_wheels(tmp_path):
+    wheel = tmp_path / "wh" / "Foo_Bar-1.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"wheel")
+    other = tmp_path / "wh" / "foo_bar-1.0+cpu-cp311-cp311-win_amd64.whl"
+    other.write_bytes(b"other bytes")
+    (tmp_path / "wh" / "unrelated-2.0-py3-none-any.whl").write_bytes(b"x")
+    lock = tmp_path / "requirements-cpu.txt"
+    lock.write_text(
+        "# header\n"
+        f"foo-bar==1.0+cpu \\\n    --hash=sha256:{images.sha256_file(wheel)}\n    # via -r x.in\n"
+        "numpy==2.4.6 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64 + "\n")
+    reqs = images.parse_lock(lock)
+    assert [(r.name, r.version, len(r.hashes)) for r in reqs] == [("foo-bar", "1.0+cpu", 1),
+                                                                  ("numpy", "2.4.6", 2)]
+    assert images.select_wheels(lock, tmp_path / "wh") == [wheel]
+
+
+def test_unpinned_lock_is_an_error(tmp_path):
+    lock = tmp_path / "requirements-cpu.txt"
+    lock.write_text("numpy>=2\n")
+    with pytest.raises(DlbenchError, match="not pinned"):
+        images.parse_lock(lock)
+
+
+def test_build_options_from_env(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("---")
+    env = {"DLBENCH_BASE_IMAGE": "local/bookworm-python:3.11", "DLBENCH_EXTRA_CA": str(ca),
+           "DLBENCH_WHEELHOUSE": str(tmp_path), "DLBENCH_PIP_INDEX_URL": "https://mirror.example/simple"}
+    opts = images.BuildOptions.from_env(env, host_pip=False)
+    assert opts.base_image == "local/bookworm-python:3.11"
+    assert opts.extra_ca == ca and opts.wheelhouse == tmp_path
+    assert opts.pip_index_url == "https://mirror.example/simple" and opts.pip_extra_index_url is None
+    assert opts.network_mode == "host" and not opts.no_cache
+    assert images.BuildOptions.from_env({}, host_pip=False) == images.BuildOptions()
+    with pytest.raises(DlbenchError, match="DLBENCH_EXTRA_CA"):
+        images.BuildOptions.from_env({"DLBENCH_EXTRA_CA": str(tmp_path / "nope")}, host_pip=False)
+    with pytest.raises(DlbenchError, match="DLBENCH_WHEELHOUSE"):
+        images.BuildOptions.from_env({"DLBENCH_WHEELHOUSE": str(ca)}, host_pip=False)
+
+
+def test_host_pip_settings_from_environment(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("---")
+    env = {"PIP_FIND_LINKS": f"https://example.invalid/links file://{tmp_path}", "PIP_CERT": str(ca)}
+    assert images.host_pip_settings(env) == (tmp_path, ca)
+    opts = images.BuildOptions.from_env(env)
+    assert opts.wheelhouse == tmp_path and opts.extra_ca == ca and len(opts.notes) == 2
+    assert images.BuildOptions.from_env({**env, "DLBENCH_BUILD_HOST_PIP": "0"}).wheelhouse is None
+
+
+def test_local_version_pin_needs_a_wheel_source(tmp_path):
+    fl = SPECS["pytorch"].flavours["cpu"]
+    empty = tmp_path / "wheelhouse"
+    empty.mkdir()
+    opts = images.BuildOptions(wheelhouse=empty)
+    with pytest.raises(DlbenchError, match=r"torch==2\.13\.0\+cpu is not on PyPI.*DLBENCH_WHEELHOUSE"):
+        images._build_inputs(fl, opts, tmp_path / "build-inputs")
+    opts = images.BuildOptions(pip_extra_index_url="https://download.pytorch.org/whl/cpu")
+    notes = images._build_inputs(fl, opts, tmp_path / "build-inputs")
+    assert notes == ["pip index settings"]
+    assert (tmp_path / "build-inputs" / "pip.env").read_text() == \
+        "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu\n"
+
+
+def test_inputs_hash_covers_context_not_transport(tmp_path, monkeypatch):
+    spec, fl = images.get_spec("tensorflow", "cpu")
+    files = images._context_files(spec, fl)
+    assert "workloads/harness.py" in files and "docker/tensorflow/Dockerfile" in files
+    assert "docker/common/install-requirements.sh" in files
+    assert not any("__pycache__" in rel or rel.endswith(".pyc") for rel in files)
+    args = images._buildargs(spec, fl, fl.base, images.sha256_file(fl.lock))
+    first = images.compute_inputs_sha256(files, args, "sha256:base")
+    assert first == images.compute_inputs_sha256(dict(reversed(files.items())), args, "sha256:base")
+    assert first != images.compute_inputs_sha256(files, args, "sha256:other-base")
+    assert first != images.compute_inputs_sha256(files, {**args, "FLAVOUR": "cuda"}, "sha256:base")
+    changed = tmp_path / "harness.py"
+    changed.write_text(files["workloads/harness.py"].read_text() + "\n# edit\n")
+    assert first != images.compute_inputs_sha256({**files, "workloads/harness.py": changed},
+                                                  args, "sha256:base")

@@ -2,6 +2,7 @@
 
 docker_client: the engine, or a skip with the reason; under CI (CI=true) an engine
                that does not answer fails the test instead, so CI cannot pass by skipping.
+mnist_test_dir: the real official MNIST test split from shared/ (../shared beside the repo).
 base_image:    tag of the base for image builds: $DLBENCH_BASE_IMAGE when set, else a
                local base made earlier, else the pinned public base if it can be pulled,
                else one made here with mmdebstrap (orchestrator.images.make_base_image).
@@ -9,8 +10,12 @@ base_image:    tag of the base for image builds: $DLBENCH_BASE_IMAGE when set, e
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def _in_ci() -> bool:
@@ -63,3 +68,15 @@ def base_image(docker_client):
         return images.make_base_image(docker_client)
     except DlbenchError as exc:
         pytest.fail(f"no base image to build on: {exc}")
+
+
+@pytest.fixture(scope="session")
+def mnist_test_dir() -> Path:
+    """The real MNIST test split (shared/datasets/mnist-test)."""
+    shared = Path(os.environ.get("DLBENCH_SHARED_DIR") or REPO.parent / "shared")
+    directory = shared / "datasets" / "mnist-test"
+    if not all((directory / f).is_file() for f in MNIST_TEST_FILES):
+        if _in_ci():
+            pytest.fail(f"{directory}: real MNIST test split missing (CI provides shared/)")
+        pytest.skip(f"{directory}: real MNIST test split not available")
+    return directory

@@ -30,21 +30,6 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-def _shared_dir() -> Path:
-    return Path(os.environ.get("DLBENCH_SHARED_DIR") or REPO.parent / "shared")
-
-
-@pytest.fixture(scope="session")
-def mnist_test_dir() -> Path:
-    """The real MNIST test split (shared/datasets/mnist-test)."""
-    directory = _shared_dir() / "datasets" / "mnist-test"
-    if not all((directory / f).is_file() for f in MNIST_TEST_FILES):
-        if IN_CI:
-            pytest.fail(f"{directory}: real MNIST test split missing (CI provides shared/)")
-        pytest.skip(f"{directory}: real MNIST test split not available")
-    return directory
-
-
 @pytest.fixture(scope="session")
 def debian_fashion() -> Path:
     if not all((DEBIAN_FASHION / f.filename).is_file() for f in data.get("fashion-mnist").files):

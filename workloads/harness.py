@@ -237,89 +237,86 @@ class _Trainer:
 
     def __init__(self, spec: dict, metrics: dict):
         self.spec, self.metrics = spec, metrics
-        self.impl: Implementation | None = None
+        self.impl: Implementation | None = None  # known once the framework file is imported
 
     def train_and_evaluate(self) -> None:
-        _train_and_evaluate(self, self.spec, self.metrics)
+        spec, metrics = self.spec, self.metrics
+        apply_thread_env(spec["threads"])
+        np.random.seed(spec["seed"])
+        module_name = IMPLEMENTATIONS[(spec["framework"], spec["api"])]
 
+        emit("import", module=module_name)
+        t = time.perf_counter()
+        module = importlib.import_module(module_name)
+        import_s = time.perf_counter() - t
+        impl: Implementation = module.Implementation(spec)
+        self.impl = impl
+        metrics["framework"]["version"] = impl.version()
+        metrics["lines_of_code"] = logical_lines_of_file(module.__file__)
 
-def _train_and_evaluate(trainer: _Trainer, spec: dict, metrics: dict) -> None:
-    apply_thread_env(spec["threads"])
-    np.random.seed(spec["seed"])
-    module_name = IMPLEMENTATIONS[(spec["framework"], spec["api"])]
+        options = impl.configure()
+        options["data_layout"] = impl.data_layout
+        metrics["options"] = {**spec["options"], **options}
+        metrics["device"]["name"] = impl.device_name()
 
-    emit("import", module=module_name)
-    t = time.perf_counter()
-    module = importlib.import_module(module_name)
-    import_s = time.perf_counter() - t
-    impl: Implementation = module.Implementation(spec)
-    trainer.impl = impl
-    metrics["framework"]["version"] = impl.version()
-    metrics["lines_of_code"] = logical_lines_of_file(module.__file__)
+        ds = spec["dataset"]
+        t = time.perf_counter()
+        x_train, y_train = data_mod.load_split(ds["path"], ds["train_split"], ds["train_limit"])
+        x_test, y_test = data_mod.load_split(ds["path"], "test", ds["test_limit"])
+        if impl.data_layout == "NCHW":
+            x_train = np.ascontiguousarray(x_train.transpose(0, 3, 1, 2))
+            x_test = np.ascontiguousarray(x_test.transpose(0, 3, 1, 2))
+        data_load_s = time.perf_counter() - t
+        metrics["dataset"] = {"name": ds["name"], "train_split": ds["train_split"],
+                              "train_samples": int(len(x_train)), "test_samples": int(len(x_test)),
+                              "layout": impl.data_layout}
+        bs, n_train = spec["batch_size"], len(x_train)
+        metrics["hyperparameters"] = {
+            "batch_size": bs, "epochs": spec["epochs"], "learning_rate": spec["learning_rate"],
+            "optimizer": spec["optimizer"], "optimizer_params": ADAM, "seed": spec["seed"],
+            "warmup_steps": spec["warmup_steps"], "precision": spec["precision"]}
 
-    options = impl.configure()
-    options["data_layout"] = impl.data_layout
-    metrics["options"] = {**spec["options"], **options}
-    metrics["device"]["name"] = impl.device_name()
+        model_spec = MODELS[spec["workload"]]
+        emit("build", workload=model_spec.name)
+        clock = Clock(impl)
+        params, build_s = clock.time(impl.build, model_spec)
+        metrics["model"] = {"parameters": int(params), "expected_parameters": model_spec.parameters}
 
-    ds = spec["dataset"]
-    t = time.perf_counter()
-    x_train, y_train = data_mod.load_split(ds["path"], ds["train_split"], ds["train_limit"])
-    x_test, y_test = data_mod.load_split(ds["path"], "test", ds["test_limit"])
-    if impl.data_layout == "NCHW":
-        x_train = np.ascontiguousarray(x_train.transpose(0, 3, 1, 2))
-        x_test = np.ascontiguousarray(x_test.transpose(0, 3, 1, 2))
-    data_load_s = time.perf_counter() - t
-    metrics["dataset"] = {"name": ds["name"], "train_split": ds["train_split"],
-                          "train_samples": int(len(x_train)), "test_samples": int(len(x_test)),
-                          "layout": impl.data_layout}
-    bs, n_train = spec["batch_size"], len(x_train)
-    metrics["hyperparameters"] = {
-        "batch_size": bs, "epochs": spec["epochs"], "learning_rate": spec["learning_rate"],
-        "optimizer": spec["optimizer"], "optimizer_params": ADAM, "seed": spec["seed"],
-        "warmup_steps": spec["warmup_steps"], "precision": spec["precision"]}
+        # Warm-up: real training steps on the first batches, identical for every
+        # framework; the first one (trace/compile) is reported on its own.
+        warm_n = min(spec["warmup_steps"] * bs, n_train)
+        _, first_step_s = clock.time(impl.train_epoch, x_train[:bs], y_train[:bs], bs)
+        _, rest_s = clock.time(impl.train_epoch, x_train[bs:warm_n], y_train[bs:warm_n], bs) \
+            if warm_n > bs else (None, 0.0)
+        emit("warmup", first_step_s=round(first_step_s, 4), warmup_s=round(first_step_s + rest_s, 4))
 
-    model_spec = MODELS[spec["workload"]]
-    emit("build", workload=model_spec.name)
-    clock = Clock(impl)
-    params, build_s = clock.time(impl.build, model_spec)
-    metrics["model"] = {"parameters": int(params), "expected_parameters": model_spec.parameters}
+        epochs = []
+        for epoch in range(1, spec["epochs"] + 1):
+            # Same order in every framework: a permutation drawn from the run's seed.
+            order = np.random.default_rng(spec["seed"] + epoch).permutation(n_train)
+            xe, ye = x_train[order], y_train[order]
+            (loss, acc), train_s = clock.time(impl.train_epoch, xe, ye, bs)
+            record = {"epoch": epoch, "train_s": train_s, "images_per_s": n_train / train_s,
+                      "loss": float(loss), "accuracy": float(acc),
+                      "test_loss": None, "test_accuracy": None, "test_s": None}
+            if spec["eval_every_epoch"] or epoch == spec["epochs"]:
+                (tl, ta), test_s = clock.time(impl.evaluate, x_test, y_test, bs)
+                record.update(test_loss=float(tl), test_accuracy=float(ta), test_s=test_s)
+            epochs.append(record)
+            emit("epoch", epoch=epoch, epochs=spec["epochs"], train_s=round(train_s, 3),
+                 images_per_s=round(record["images_per_s"], 1), loss=round(record["loss"], 4),
+                 accuracy=round(record["accuracy"], 4), test_accuracy=record["test_accuracy"])
 
-    # Warm-up: real training steps on the first batches, identical for every
-    # framework; the first one (trace/compile) is reported on its own.
-    warm_n = min(spec["warmup_steps"] * bs, n_train)
-    _, first_step_s = clock.time(impl.train_epoch, x_train[:bs], y_train[:bs], bs)
-    _, rest_s = clock.time(impl.train_epoch, x_train[bs:warm_n], y_train[bs:warm_n], bs) \
-        if warm_n > bs else (None, 0.0)
-    emit("warmup", first_step_s=round(first_step_s, 4), warmup_s=round(first_step_s + rest_s, 4))
-
-    epochs = []
-    for epoch in range(1, spec["epochs"] + 1):
-        # Same order in every framework: a permutation drawn from the run's seed.
-        order = np.random.default_rng(spec["seed"] + epoch).permutation(n_train)
-        xe, ye = x_train[order], y_train[order]
-        (loss, acc), train_s = clock.time(impl.train_epoch, xe, ye, bs)
-        record = {"epoch": epoch, "train_s": train_s, "images_per_s": n_train / train_s,
-                  "loss": float(loss), "accuracy": float(acc),
-                  "test_loss": None, "test_accuracy": None, "test_s": None}
-        if spec["eval_every_epoch"] or epoch == spec["epochs"]:
-            (tl, ta), test_s = clock.time(impl.evaluate, x_test, y_test, bs)
-            record.update(test_loss=float(tl), test_accuracy=float(ta), test_s=test_s)
-        epochs.append(record)
-        emit("epoch", epoch=epoch, epochs=spec["epochs"], train_s=round(train_s, 3),
-             images_per_s=round(record["images_per_s"], 1), loss=round(record["loss"], 4),
-             accuracy=round(record["accuracy"], 4), test_accuracy=record["test_accuracy"])
-
-    last = epochs[-1]
-    train_total_s = sum(e["train_s"] for e in epochs)
-    metrics["epochs"] = epochs
-    metrics["test"] = {"loss": last["test_loss"], "accuracy": last["test_accuracy"]}
-    metrics["timing"] = {
-        "import_s": import_s, "data_load_s": data_load_s, "build_s": build_s,
-        "first_step_s": first_step_s, "warmup_s": first_step_s + rest_s,
-        "train_total_s": train_total_s, "test_s": last["test_s"],
-        "images_per_s": n_train * len(epochs) / train_total_s,
-        "test_images_per_s": len(x_test) / last["test_s"] if last["test_s"] else 0.0,
-    }
-    metrics["memory"] = {"peak_device_mb": impl.peak_device_memory_mb()}
-    metrics["status"] = "ok"
+        last = epochs[-1]
+        train_total_s = sum(e["train_s"] for e in epochs)
+        metrics["epochs"] = epochs
+        metrics["test"] = {"loss": last["test_loss"], "accuracy": last["test_accuracy"]}
+        metrics["timing"] = {
+            "import_s": import_s, "data_load_s": data_load_s, "build_s": build_s,
+            "first_step_s": first_step_s, "warmup_s": first_step_s + rest_s,
+            "train_total_s": train_total_s, "test_s": last["test_s"],
+            "images_per_s": n_train * len(epochs) / train_total_s,
+            "test_images_per_s": len(x_test) / last["test_s"] if last["test_s"] else 0.0,
+        }
+        metrics["memory"] = {"peak_device_mb": impl.peak_device_memory_mb()}
+        metrics["status"] = "ok"

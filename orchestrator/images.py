@@ -4,12 +4,12 @@ Everything goes through the docker SDK (never the docker CLI). A build:
 
 1. resolves the base image (the digest-pinned public one, or an override such as a
    base made locally with `make_base_image` on a machine without registry access);
-2. hashes its inputs: Dockerfile, shared install script, lock file, the workloads/
+2. hashes its inputs: the one Dockerfile, shared install script, lock file, the workloads/
    package, the build arguments and the base image id. An image with the same tag
    whose `org.dlbench.inputs-sha256` label matches is reused as it is;
 3. otherwise assembles a small build context in a temporary directory, laid out like
    the repository (so the Dockerfiles also build by hand from the repository root):
-       docker/<framework>/Dockerfile   docker/<framework>/requirements-<flavour>.txt
+       docker/Dockerfile   docker/<framework>/requirements-<flavour>.txt
        docker/common/install-requirements.sh   workloads/   build-inputs/ (optional)
    and builds it with the classic builder, streaming progress lines.
 
@@ -40,6 +40,7 @@ from .errors import DlbenchError
 from .paths import DOCKER_DIR, REPO_ROOT, WORKLOADS_DIR, cache_dir
 
 IMAGES_FILE = DOCKER_DIR / "images.yaml"
+DOCKERFILE = DOCKER_DIR / "Dockerfile"          # one file for every framework and flavour
 INSTALL_SCRIPT = DOCKER_DIR / "common" / "install-requirements.sh"
 IMAGE_REPO_PREFIX = "dlbench"
 DEFAULT_BASE_TAG = "local/bookworm-python:3.11"
@@ -87,7 +88,7 @@ class ImageSpec:
 
     @property
     def dockerfile(self) -> Path:
-        return DOCKER_DIR / self.framework / "Dockerfile"
+        return DOCKERFILE
 
     @property
     def default_api(self) -> str:
@@ -420,7 +421,7 @@ def _workload_files() -> list[Path]:
 def _context_files(spec: ImageSpec, flavour: FlavourSpec) -> dict[str, Path]:
     """Context path -> repository file, everything but build-inputs/."""
     files = {
-        f"docker/{spec.framework}/Dockerfile": spec.dockerfile,
+        "docker/Dockerfile": spec.dockerfile,
         f"docker/{spec.framework}/{flavour.lock.name}": flavour.lock,
         "docker/common/install-requirements.sh": INSTALL_SCRIPT,
     }
@@ -435,6 +436,8 @@ def _context_files(spec: ImageSpec, flavour: FlavourSpec) -> dict[str, Path]:
 def _buildargs(spec: ImageSpec, flavour: FlavourSpec, base: str, lock_sha: str) -> dict:
     return {
         "BASE_IMAGE": base,
+        "FRAMEWORK": spec.framework,
+        "DEFAULT_API": spec.default_api,
         "FLAVOUR": flavour.name,
         "FRAMEWORK_VERSION": spec.framework_version,
         "PYTHON_VERSION": spec.python,
@@ -631,7 +634,7 @@ def _run_build(client, ctx: Path, spec: ImageSpec, fl: FlavourSpec, tag: str, bu
     with open(log_path, "w", encoding="utf-8") as log:
         try:
             stream = client.api.build(
-                path=str(ctx), dockerfile=f"docker/{spec.framework}/Dockerfile", tag=tag,
+                path=str(ctx), dockerfile="docker/Dockerfile", tag=tag,
                 buildargs=buildargs, labels=labels, network_mode=options.network_mode,
                 nocache=options.no_cache, rm=True, forcerm=True, pull=False, decode=True,
                 timeout=None)  # no read timeout: a pip step can be silent for minutes

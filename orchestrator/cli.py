@@ -64,13 +64,19 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_images_build(args) -> int:
-    from . import images
+def _docker_client(purpose: str):
     from .backends.docker import connect
 
     client, problem = connect()
     if client is None:
-        raise DlbenchError(f"building images needs a Docker engine ({problem})")
+        raise DlbenchError(f"{purpose} needs a Docker engine ({problem})")
+    return client
+
+
+def cmd_images_build(args) -> int:
+    from . import images
+
+    client = _docker_client("building images")
     names = args.frameworks or sorted(images.load_images())
     for name in names:
         images.get_spec(name, args.flavour)  # unknown names fail before anything is built
@@ -85,11 +91,8 @@ def cmd_images_build(args) -> int:
 
 def cmd_images_base(args) -> int:
     from . import images
-    from .backends.docker import connect
 
-    client, problem = connect()
-    if client is None:
-        raise DlbenchError(f"importing a base image needs a Docker engine ({problem})")
+    client = _docker_client("importing a base image")
     _say(images.make_base_image(client, tag=args.tag))
     return 0
 

@@ -33,18 +33,15 @@ def uv_binary() -> str:
     return found
 
 
-def _uv_env() -> dict:
-    """uv ignores pip's configuration; pass on the settings a user relies on."""
+def _uv_settings() -> tuple[dict, list[str]]:
+    """uv ignores pip's configuration: hand it the same wheelhouse and CA the image
+    builds use (DLBENCH_WHEELHOUSE / DLBENCH_EXTRA_CA, else the host pip's own)."""
+    options = images.BuildOptions.from_env()
     env = dict(os.environ)
-    cert = os.environ.get("DLBENCH_EXTRA_CA") or os.environ.get("PIP_CERT")
-    if cert and "SSL_CERT_FILE" not in env:
-        env["SSL_CERT_FILE"] = cert
-    return env
-
-
-def _find_links() -> list[str]:
-    links = [os.environ.get("DLBENCH_WHEELHOUSE", "")] + os.environ.get("PIP_FIND_LINKS", "").split()
-    return [link for link in links if link]
+    if options.extra_ca and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = str(options.extra_ca)
+    links = ["--find-links", str(options.wheelhouse)] if options.wheelhouse else []
+    return env, links
 
 
 class LocalBackend(Backend):
@@ -72,11 +69,10 @@ class LocalBackend(Backend):
     def _create_venv(self, venv: Path, python: str, lock: Path, progress) -> None:
         progress(f"creating virtualenv {venv.name} from {lock.relative_to(REPO_ROOT)} (uv)")
         shutil.rmtree(venv, ignore_errors=True)  # a half-made one from an interrupted run
-        uv, env = uv_binary(), _uv_env()
+        uv, (env, find_links) = uv_binary(), _uv_settings()
         steps = [[uv, "venv", "--quiet", "--python", python, str(venv)],
                  [uv, "pip", "install", "--quiet", "--require-hashes", "--no-deps",
-                  "--python", str(venv / "bin" / "python"), "-r", str(lock)]
-                 + [arg for link in _find_links() for arg in ("--find-links", link)]]
+                  "--python", str(venv / "bin" / "python"), "-r", str(lock), *find_links]]
         for cmd in steps:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -22,12 +22,15 @@ class Implementation(Base):
         gpus = tf.config.list_physical_devices("GPU")
         if self.gpu and not gpus:
             raise RuntimeError("device gpu requested but TensorFlow sees no GPU")
+        for gpu in gpus:  # allocate as needed, as PyTorch does, so peak memory compares
+            tf.config.experimental.set_memory_growth(gpu, True)
         self.device = "/GPU:0" if self.gpu else "/CPU:0"
         jit = self.spec["options"].get("jit_compile", "auto")
         self.jit_compile = jit
         return {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-                "keras_version": keras.__version__, "jit_compile": jit}
+                "keras_version": keras.__version__, "jit_compile": jit,
+                "gpu_memory_growth": bool(gpus)}
 
     def build(self, m):
         (c1, k1), (c2, k2) = m.conv_layers

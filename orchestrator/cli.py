@@ -1,4 +1,4 @@
-"""`dlbench`: plan | run | report | images | data | sysinfo.
+"""`dlbench`: plan | run | report | verify | pack | compare | rerun | images | data | sysinfo.
 
 Every user-fixable problem surfaces as `dlbench: error: <one line>` and exit 2.
 """
@@ -31,37 +31,41 @@ def cmd_plan(args) -> int:
 
 def cmd_run(args) -> int:
     from .backends import select_backend
+    from .cli_bundle import verified_line
+    from .resume import finished_ok, load_plan, resume_suite
+    from .results import ResultsDir
     from .runner import run_suite
     from .suite import load_suite
 
-    suite = load_suite(args.suite)
-    backend = select_backend(args.backend, say=_say)
+    if bool(args.suite) == bool(args.resume):
+        raise DlbenchError("run: give either a suite file or --resume RESULTS_DIR")
+    if args.resume:
+        suite, planned_backend = load_plan(Path(args.resume))
+        if args.backend not in ("auto", planned_backend):
+            raise DlbenchError(f"--backend {args.backend}: {args.resume} was run with the "
+                               f"{planned_backend} backend; resume it with that one")
+        backend = select_backend(planned_backend, say=_say)
+    else:
+        suite = load_suite(args.suite)
+        backend = select_backend(args.backend, say=_say)
     if args.no_build:
         if backend.name != "docker":
             raise DlbenchError("--no-build applies to the docker backend only")
         backend.build = False
-    results = run_suite(suite, backend, Path(args.results) if args.results else results_root(),
-                        say=_say)
+    if args.resume:
+        results = resume_suite(ResultsDir(Path(args.resume)), suite, backend, say=_say)
+    else:
+        results = run_suite(suite, backend, Path(args.results) if args.results else results_root(),
+                            say=_say)
     _say(f"Report: {results.path / 'report.html'}")
-    outcomes = [json.loads((p / "run.json").read_text())["outcome"]
-                for p in sorted((results.path / "runs").iterdir())]
+    verify_code, verify_lines = verified_line(results.path)
+    outcomes = ["ok" if finished_ok(results, run.run_id) else "not ok" for run in suite.runs]
     bad = [o for o in outcomes if o != "ok"]
     if bad:
         _say(f"{len(bad)} of {len(outcomes)} run(s) did not finish ok (see the report).")
-    return 1 if bad else 0
-
-
-def cmd_report(args) -> int:
-    from . import report
-
-    path = Path(args.results)
-    html = report.render(report.load(path))
-    out = Path(args.output) if args.output else path / "report.html"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
-    _say(f"Report: {out}")
-    return 0
+    for line in verify_lines:  # last: the path a user publishes, and whether it is intact
+        _say(line)
+    return 1 if bad or verify_code else 0
 
 
 def _docker_client(purpose: str):
@@ -116,17 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a suite and write results/<timestamp>-<suite>/")
-    p.add_argument("suite")
+    p.add_argument("suite", nargs="?")
+    p.add_argument("--resume", metavar="RESULTS_DIR",
+                   help="finish a suite that stopped early: re-run what did not end ok")
     p.add_argument("--backend", default=os.environ.get("BACKEND") or "auto",
                    help="auto (default; Docker if reachable, else local), docker or local")
     p.add_argument("--results", help="results root (default: results/ or $DLBENCH_RESULTS)")
     p.add_argument("--no-build", action="store_true", help="use existing images only")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("report", help="re-render report.html from a results directory")
-    p.add_argument("results")
-    p.add_argument("-o", "--output", help="write here instead of RESULTS/report.html")
-    p.set_defaults(func=cmd_report)
+    from .cli_bundle import add_bundle_commands
+
+    add_bundle_commands(sub)  # verify | pack | report | compare | rerun
 
     p = sub.add_parser("images", help="build the framework images")
     isub = p.add_subparsers(dest="images_command", required=True)

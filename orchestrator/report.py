@@ -1,7 +1,8 @@
 """report.html from a results directory alone (jinja2, autoescaped, self-contained).
 
-Rendering reads only files in the results directory, so a copied or published
-results directory re-renders the same page anywhere (`dlbench report DIR`).
+Rendering reads only the files of the bundle (never its directory name, the
+clock or the host), and the charts are byte-reproducible SVG, so the same bundle
+renders to the same bytes anywhere: `dlbench report BUNDLE` proves it offline.
 """
 from __future__ import annotations
 
@@ -10,9 +11,20 @@ from pathlib import Path
 
 import jinja2
 
+from . import charts, stats
+from .groups import is_ok, ok_groups
 from .results import load_runs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Summary columns that get a "best" mark: key -> (read from a summary row, higher is better)
+BEST_COLUMNS = {
+    "train_total_s": (lambda r: r["metrics"]["timing"]["train_total_s"], False),
+    "images_per_s": (lambda r: r["metrics"]["timing"].get("images_per_s"), True),
+    "test_s": (lambda r: r["metrics"]["timing"]["test_s"], False),
+    "accuracy": (lambda r: r["metrics"]["test"]["accuracy"], True),
+    "lines_of_code": (lambda r: r["metrics"].get("lines_of_code"), False),
+    "image_bytes": (lambda r: r["env"].get("size_bytes") or None, False),
+}
 
 
 def _read(path: Path):
@@ -23,12 +35,34 @@ def _read(path: Path):
         return None
 
 
+def _read_monitor(path: Path) -> list[dict]:
+    """runs/<id>/monitor.jsonl (one JSON object a line) when recorded; bad lines are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    samples = []
+    for line in lines:
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(sample, dict):
+            samples.append(sample)
+    return samples
+
+
 def load(results: Path) -> dict:
     results = Path(results)
     plan = _read(results / "plan.json") or {}
+    runs = load_runs(results)
+    for row in runs:
+        row["monitor"] = _read_monitor(results / "runs" / row["run_id"] / "monitor.jsonl")
+    threshold = (plan.get("statistics") or {}).get("cv_threshold", stats.DEFAULT_CV_THRESHOLD)
     return {"name": results.name, "suite": plan.get("suite", results.name),
             "backend": plan.get("backend"), "system": _read(results / "system.json") or {},
-            "images": _read(results / "images.json") or {}, "runs": load_runs(results)}
+            "images": _read(results / "images.json") or {},
+            "statistics": stats.analyse(runs, threshold), "runs": runs}
 
 
 def _fmt(value, digits=2):
@@ -39,6 +73,15 @@ def _fmt(value, digits=2):
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _bytes(value):
+    if not value:
+        return "–"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:,.2f} {unit}"
+    return f"{value} B"
 
 
 def _short(digest):
@@ -56,17 +99,27 @@ def _environment(context: dict, row: dict) -> dict:
     return {**context["images"].get(key, {}), **{k: v for k, v in env.items() if v}}
 
 
-def render(context: dict) -> str:
+def _best(ok_rows: list[dict]) -> dict:
+    best = {}
+    for column, (read, higher) in BEST_COLUMNS.items():
+        values = [v for v in (read(r) for r in ok_rows) if v is not None]
+        if values:
+            best[column] = max(values) if higher else min(values)
+    return best
+
+
+def jinja_environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters["fmt"] = _fmt
-    env.filters["short"] = _short
+    env.filters.update(fmt=_fmt, short=_short, bytes=_bytes)
+    return env
+
+
+def render(context: dict) -> str:
     rows = [{**row, "env": _environment(context, row)} for row in context["runs"]]
-    ok = [r for r in rows if r["metrics"] and r["metrics"]["status"] == "ok"]
-    best = {}
-    if ok:
-        best = {"images_per_s": max(r["metrics"]["timing"]["images_per_s"] for r in ok),
-                "accuracy": max(r["metrics"]["test"]["accuracy"] for r in ok),
-                "train_total_s": min(r["metrics"]["timing"]["train_total_s"] for r in ok)}
-    return env.get_template("report.html.j2").render(**context, rows=rows, ok_rows=ok, best=best)
+    ok = [r for r in rows if is_ok(r)]
+    started = sorted(r["record"]["started_at"] for r in rows if r["record"])
+    return jinja_environment().get_template("report.html.j2").render(
+        **context, rows=rows, ok_rows=ok, best=_best(ok), started_at=started[0] if started else None,
+        charts=charts.all_charts(ok_groups(rows), rows))

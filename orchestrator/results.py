@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .paths import ORCHESTRATOR_SCHEMA_DIR, SCHEMA_DIR
 
 RUN_SCHEMA_VERSION = 1
 OUTCOMES = ("ok", "failed", "oom", "killed", "timeout", "error")
+MIN_FREE_BYTES = 64 * 2**20  # a suite writes a few MB; less free than this means trouble ahead
 
 
 def now_iso() -> str:
@@ -36,6 +38,9 @@ VALIDATORS = {
     "spec": lambda: _validator(SCHEMA_DIR / "spec.schema.json"),
     "metrics": lambda: _validator(SCHEMA_DIR / "metrics.schema.json"),
     "run": lambda: _validator(ORCHESTRATOR_SCHEMA_DIR / "run.schema.json"),
+    # bundle-level documents, checked by `dlbench verify`
+    **{kind: (lambda kind=kind: _validator(ORCHESTRATOR_SCHEMA_DIR / f"{kind}.schema.json"))
+       for kind in ("plan", "system", "images", "summary")},
 }
 
 
@@ -109,6 +114,7 @@ class ResultsDir:
 
     @classmethod
     def create(cls, root: Path, suite_name: str) -> "ResultsDir":
+        check_free_space(root)
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -142,6 +148,21 @@ class ResultsDir:
         os.replace(tmp, self.path / name)
 
 
+def check_free_space(path: Path, minimum: int = MIN_FREE_BYTES) -> None:
+    """Refuse to start on a (nearly) full filesystem rather than fail half-way."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return  # not a directory we can measure: creating it will say what is wrong
+    if free < minimum:
+        raise DlbenchError(f"{path}: only {free / 2**20:.1f} MiB free for results (at least "
+                           f"{minimum // 2**20} MiB needed); free some space or set "
+                           "DLBENCH_RESULTS / --results to another filesystem")
+
+
 def load_runs(results: Path) -> list[dict]:
     """Every run of a results directory: its spec, run record and metrics (when valid)."""
     runs_dir = Path(results) / "runs"
@@ -164,13 +185,18 @@ def _read_json(path: Path):
         return None
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Flat per-run summary (summary.json): the numbers a reader compares."""
+def summarize(rows: list[dict], cv_threshold: float | None = None) -> dict:
+    """summary.json: one flat entry per run (the numbers a reader compares), then the
+    statistics over repeats and the framework comparisons (orchestrator.stats)."""
+    from . import stats
+
     out = []
     for row in rows:
         m, rec = row["metrics"], row["record"] or {}
         entry = {"run_id": row["run_id"], "outcome": rec.get("outcome", "unknown"),
-                 "backend": rec.get("backend"), "message": rec.get("message")}
+                 "backend": rec.get("backend"), "message": rec.get("message"),
+                 "batch_size": (row.get("spec") or {}).get("batch_size"),
+                 "monitor": rec.get("monitor")}
         if m and m["status"] == "ok":
             entry.update({
                 "framework": m["framework"]["name"], "api": m["framework"]["api"],
@@ -179,9 +205,11 @@ def summarize(rows: list[dict]) -> dict:
                 "train_total_s": m["timing"]["train_total_s"],
                 "images_per_s": m["timing"]["images_per_s"],
                 "first_step_s": m["timing"]["first_step_s"],
+                "startup_s": m["timing"].get("startup_s"),
                 "test_s": m["timing"]["test_s"],
                 "test_accuracy": m["test"]["accuracy"],
                 "lines_of_code": m.get("lines_of_code"),
             })
         out.append(entry)
-    return {"schema_version": 1, "runs": out}
+    threshold = stats.DEFAULT_CV_THRESHOLD if cv_threshold is None else cv_threshold
+    return {"schema_version": 1, "runs": out, "statistics": stats.analyse(rows, threshold)}

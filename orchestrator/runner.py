@@ -1,17 +1,23 @@
 """Runs a planned suite on a backend and fills a fresh results directory.
 
-Checks that can fail fast (datasets, GPU access) run before anything is created;
-each run's outcome is written as soon as it ends, so an interruption keeps them.
+Checks that can fail fast (datasets, GPU access, free space) run before anything is
+created; each run's outcome is written as soon as it ends, so an interruption (Ctrl-C,
+SIGTERM, a lost engine, a full disk) keeps them, and `dlbench run --resume` (resume.py)
+finishes the rest.
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from workloads.harness import write_json_atomic
 
-from . import data, report, sysinfo
+from . import bundle, data, monitor, report, sysinfo
 from .backends.base import Backend, Execution
 from .errors import DlbenchError
 from .results import ResultsDir, classify, now_iso, read_metrics, schema_error, summarize
@@ -50,31 +56,74 @@ def run_suite(suite: Suite, backend: Backend, results_root: Path,
     say(f"Results: {results.path}")
     results.write_text("suite.yaml", suite.text)
     results.write_json("plan.json", {"suite": suite.name, "backend": backend.name,
+                                     "statistics": {"cv_threshold": suite.cv_threshold},
                                      "runs": [run.to_dict() for run in suite.runs]})
     results.write_json("system.json", sysinfo.collect(getattr(backend, "client", None)))
-
-    environments = _prepare_environments(suite, backend, say)
-    results.write_json("images.json", {key: env for key, env in environments.items()
-                                       if "error" not in env})
-    try:
-        for index, run in enumerate(suite.runs, start=1):
-            say(f"[{index}/{len(suite.runs)}] {run.run_id}: {run.framework}/{run.api} "
-                f"on {run.spec['device']} ({backend.name})")
-            outcome = _run_one(run, backend, results, data_dirs[run.dataset],
-                               environments[f"{run.framework}/{run.flavour}"], say)
-            say(f"    -> {outcome}")
-    except KeyboardInterrupt:
-        backend.interrupt()
-        say("Interrupted: finished runs are kept; the report covers what ran.")
-        _finish(results)
-        raise
-    _finish(results)
+    execute_runs(suite, backend, results, data_dirs, say)
     return results
 
 
-def _prepare_environments(suite: Suite, backend: Backend, say) -> dict[str, dict]:
+def execute_runs(suite: Suite, backend: Backend, results: ResultsDir, data_dirs: dict[str, str],
+                 say: Callable[[str], None], only: set[str] | None = None) -> None:
+    """Run the suite's runs (those in `only`, when given) into `results`, then render the
+    summary and report. Whatever stops it early leaves every finished run intact."""
+    todo = [run for run in suite.runs if only is None or run.run_id in only]
+    resume_hint = f"resume with: dlbench run --resume {results.path}"
+    try:
+        with _sigterm_as_interrupt():
+            environments = _prepare_environments(todo, backend, say)
+            _record_environments(results, environments)
+            for run in todo:
+                say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
+                    f"{run.framework}/{run.api} on {run.spec['device']} ({backend.name})")
+                outcome = _run_one(run, backend, results, data_dirs[run.dataset],
+                                   environments[f"{run.framework}/{run.flavour}"], say)
+                say(f"    -> {outcome}")
+    except KeyboardInterrupt:
+        backend.interrupt()
+        say(f"Interrupted: finished runs are kept; {resume_hint}")
+        _finish(results)
+        raise
+    except DlbenchError as exc:  # the backend lost its engine: no later run could start
+        _finish(results)
+        raise DlbenchError(f"{exc}; finished runs are kept, {resume_hint}") from None
+    except OSError as exc:  # the results filesystem filled up or went away
+        if exc.errno is None:  # not the filesystem (e.g. an HTTP error a backend let through)
+            raise
+        raise DlbenchError(f"{results.path}: cannot write results ({exc.strerror or exc}); "
+                           f"finished runs are kept, free space and {resume_hint}") from None
+    _finish(results)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """`kill` or a service manager stops a suite the way Ctrl-C does: containers
+    stopped, the interrupted run recorded, the report rendered."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _record_environments(results: ResultsDir, environments: dict[str, dict]) -> None:
+    """images.json: the environments prepared now, over those an earlier attempt recorded."""
+    previous = results.path / "images.json"
+    recorded = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
+    recorded.update({key: env for key, env in environments.items() if "error" not in env})
+    results.write_json("images.json", recorded)
+
+
+def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict[str, dict]:
     environments: dict[str, dict] = {}
-    for run in suite.runs:
+    for run in runs:
         key = f"{run.framework}/{run.flavour}"
         if key in environments:
             continue
@@ -98,15 +147,40 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
     if problem:  # the planner produced it: a bug here, not bad input
         raise AssertionError(f"generated spec for {run.run_id} is invalid: {problem}")
     write_json_atomic(str(run_dir.file("spec.json")), spec)
-    started_at, started = now_iso(), time.monotonic()
+    record = {"run_id": run.run_id, "backend": backend.name, "started_at": now_iso(),
+              "batch_size": run.spec["batch_size"],
+              "environment": {k: environment.get(k) for k in
+                              ("kind", "tag", "id", "digest", "lock_sha256", "path")
+                              if k in environment}}
+    started = time.monotonic()
+
+    def finish(outcome: str, message: str | None, execution: Execution | None = None,
+               metrics_valid: bool = False) -> str:
+        execution = execution or Execution(None)
+        run_dir.write_record({
+            **record, "outcome": outcome, "message": message, "exit_code": execution.exit_code,
+            "finished_at": now_iso(), "wall_s": round(time.monotonic() - started, 3),
+            "container": execution.container, "resources": execution.resources,
+            "metrics_valid": metrics_valid,
+            "monitor": monitor.run_summary(run_dir.path, run.monitor_interval),
+        })
+        return outcome if not message else f"{outcome}: {message}"
+
     if "error" in environment:
-        execution = Execution(None, message=f"environment not available: {environment['error']}")
-    else:
-        def on_event(event):
-            line = format_event(event)
-            if line:
-                say(line)
+        return finish("error", f"environment not available: {environment['error']}")
+
+    def on_event(event):
+        line = format_event(event)
+        if line:
+            say(line)
+    try:
         execution = backend.execute(run, run_dir, host_data_dir, environment, on_event)
+    except KeyboardInterrupt:  # recorded, so the run is re-run by --resume
+        finish("error", "interrupted")
+        raise
+    except DlbenchError as exc:
+        finish("error", str(exc))
+        raise
     metrics, metrics_problem = read_metrics(run_dir.file("metrics.json"))
     if execution.exit_code is None and execution.message:
         outcome, message = "error", execution.message
@@ -114,19 +188,11 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
         outcome, message = classify(execution.exit_code, metrics, metrics_problem,
                                     oom_killed=execution.oom_killed,
                                     timed_out=execution.timed_out)
-    env_summary = {k: environment.get(k) for k in ("kind", "tag", "id", "digest", "lock_sha256", "path")
-                   if k in environment}
-    run_dir.write_record({
-        "run_id": run.run_id, "outcome": outcome, "message": message, "backend": backend.name,
-        "exit_code": execution.exit_code, "started_at": started_at, "finished_at": now_iso(),
-        "wall_s": round(time.monotonic() - started, 3), "environment": env_summary,
-        "container": execution.container, "resources": execution.resources,
-        "metrics_valid": metrics is not None,
-    })
-    return outcome if not message else f"{outcome}: {message}"
+    return finish(outcome, message, execution, metrics_valid=metrics is not None)
 
 
 def _finish(results: ResultsDir) -> None:
     rows = report.load(results.path)
-    results.write_json("summary.json", summarize(rows["runs"]))
+    results.write_json("summary.json", summarize(rows["runs"], rows["statistics"]["cv_threshold"]))
     results.write_text("report.html", report.render(rows))
+    bundle.seal(results.path)  # summary.csv + MANIFEST.sha256: always the last files written

@@ -12,6 +12,8 @@ import yaml
 from workloads.models import MODELS
 from workloads.registry import IMPLEMENTATIONS
 
+from . import matrix as matrix_mod
+from . import stats
 from .errors import DlbenchError
 from .paths import ORCHESTRATOR_SCHEMA_DIR
 
@@ -35,6 +37,7 @@ BUILTIN_DEFAULTS = {
     "eval_every_epoch": True,
     "repeats": 1,
     "timeout": 3600,
+    "monitor_interval": 0.5,      # seconds between resource samples (orchestrator.monitor)
     "threads": {"intra_op": None, "inter_op": None},
     "resources": {"cpus": None, "cpuset": None, "memory": None},
     "options": {},
@@ -52,6 +55,7 @@ class PlannedRun:
     timeout: float
     resources: dict
     spec: dict = field(repr=False)  # spec.json minus dataset.path, which the backend sets
+    monitor_interval: float = BUILTIN_DEFAULTS["monitor_interval"]
 
     def spec_for(self, dataset_path: str) -> dict:
         spec = json.loads(json.dumps(self.spec))
@@ -61,7 +65,8 @@ class PlannedRun:
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "framework": self.framework, "api": self.api,
                 "flavour": self.flavour, "dataset": self.dataset, "timeout": self.timeout,
-                "resources": self.resources, "spec": self.spec}
+                "resources": self.resources, "monitor_interval": self.monitor_interval,
+                "spec": self.spec}
 
 
 @dataclass
@@ -71,6 +76,8 @@ class Suite:
     path: Path
     text: str                     # the file as given, kept verbatim for the results
     runs: list[PlannedRun]
+    cv_threshold: float = stats.DEFAULT_CV_THRESHOLD   # warn above this repeat-to-repeat CV
+    matrix_description: str | None = None
 
     @property
     def devices(self) -> set[str]:
@@ -150,20 +157,41 @@ def load_suite(path: str | Path) -> Suite:
                     key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
         raise DlbenchError(f"{path}: {_explain(errors[0], schema)}")
+    if "runs" not in data and "matrix" not in data:
+        raise DlbenchError(f"{path}: a suite needs 'runs', a 'matrix', or both")
+    expansion = matrix_mod.expand(data["matrix"], f"{path}: matrix") if "matrix" in data else None
     return Suite(name=data["name"], description=data.get("description", ""), path=path,
-                 text=text, runs=_expand(data, path))
+                 text=text, runs=_expand(data, path, expansion),
+                 cv_threshold=data.get("statistics", {}).get("cv_threshold",
+                                                             stats.DEFAULT_CV_THRESHOLD),
+                 matrix_description=expansion.description if expansion else None)
 
 
-def _expand(data: dict, path: Path) -> list[PlannedRun]:
+def _expand(data: dict, path: Path, expansion: matrix_mod.Expansion | None) -> list[PlannedRun]:
+    """Explicit `runs` first, then the matrix's combinations; `repeats` multiplies each."""
     defaults = _merge(BUILTIN_DEFAULTS, data.get("defaults", {}))
+    entries = [(run, f"{path}: runs[{i}]", "") for i, run in enumerate(data.get("runs", []))]
+    if expansion:
+        entries += [(combo, f"{path}: matrix combination "
+                            f"({', '.join(f'{k}={v}' for k, v in point.items())})", label)
+                    for combo, point, label in zip(expansion.combinations, expansion.points,
+                                                   expansion.labels)]
     planned: list[PlannedRun] = []
     seen: set[str] = set()
-    for index, run in enumerate(data["runs"], start=1):
-        where = f"{path}: runs[{index - 1}]"
+    for index, (run, where, label) in enumerate(entries, start=1):
         settings = _merge(defaults, run)
+        if "framework" in settings and "api" not in settings and \
+                settings["framework"] not in {f for f, _ in IMPLEMENTATIONS}:
+            _check_names({"api": "", **settings}, where)  # an unknown framework is the real problem
+        missing = [key for key in ("framework", "api") if key not in settings]
+        if missing:
+            raise DlbenchError(f"{where}: no {' or '.join(missing)} (give it in the matrix, "
+                               "the entry or defaults, e.g. framework: pytorch/eager)")
         _check_names(settings, where)
         for repeat in range(settings["repeats"]):
             run_id = f"{index:02d}-{settings['framework']}-{settings['api']}"
+            if label:
+                run_id += f"-{label}"
             if settings["repeats"] > 1:
                 run_id += f"-r{repeat + 1}"
             if run_id in seen:  # defensive: ids name directories and containers
@@ -173,7 +201,8 @@ def _expand(data: dict, path: Path) -> list[PlannedRun]:
                 run_id=run_id, framework=settings["framework"], api=settings["api"],
                 flavour="cuda" if settings["device"] == "gpu" else "cpu",
                 dataset=settings["dataset"], timeout=float(settings["timeout"]),
-                resources=settings["resources"], spec=_spec(run_id, settings, repeat)))
+                resources=settings["resources"], spec=_spec(run_id, settings, repeat),
+                monitor_interval=float(settings["monitor_interval"])))
     return planned
 
 
@@ -209,5 +238,7 @@ def format_plan(suite: Suite) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [f"suite {suite.name}: {len(suite.runs)} run(s)" +
              (f" - {suite.description}" if suite.description else "")]
+    if suite.matrix_description:
+        lines.append(f"{suite.matrix_description}, {len(suite.runs)} run(s) with repeats")
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)

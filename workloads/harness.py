@@ -7,6 +7,7 @@ evaluation -> metrics.json written atomically. Framework files only subclass
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import json
@@ -112,12 +113,17 @@ def write_json_atomic(path: str, payload: dict) -> None:
     """Write-then-rename so a killed run never leaves a half-written file."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: no half-written file may stay behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -199,14 +205,32 @@ def _base_metrics(spec: dict, started_at: str) -> dict:
     }
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (interpreter start, imports, spec checks):
+    /proc/uptime minus the start time in /proc/self/stat (field 22, clock ticks after
+    boot). Resolution is one clock tick (10 ms); None where /proc is not Linux's."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            # the command name (field 2) may hold spaces: count fields after its ')'
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime_s = float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def run(spec: dict, out_dir: str) -> int:
     """Run one spec (already validated); always leaves a metrics.json behind."""
+    startup_s = process_age_s()
     metrics = _base_metrics(spec, now_iso())
     metrics_path = os.path.join(out_dir, "metrics.json")
     trainer = _Trainer(spec, metrics)
     exit_code = EXIT_FAILED
     try:
         trainer.train_and_evaluate()
+        if startup_s is not None:
+            metrics["timing"]["startup_s"] = startup_s
         exit_code = EXIT_OK
     except data_mod.DataError as exc:
         metrics["error"] = f"data: {exc}"

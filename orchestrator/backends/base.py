@@ -43,6 +43,10 @@ class Backend:
     def interrupt(self) -> None:
         """Stop whatever is running now (Ctrl-C)."""
 
+    def remove_leftovers(self, results_path) -> list[str]:
+        """Before a resume: stop what an earlier attempt left running for these results."""
+        return []
+
 
 class OutputSink:
     """Splits a byte stream into lines, keeps them all in output.log and hands

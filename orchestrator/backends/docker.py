@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
+from requests.exceptions import ChunkedEncodingError, ReadTimeout
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import ReadTimeout
 
 from .. import images
 from ..errors import DlbenchError
+from ..monitor import for_container as monitor_container
 from ..results import RunDir
 from ..suite import PlannedRun, Suite
 from .base import Backend, Execution, OutputSink
@@ -21,6 +23,7 @@ CONTAINER_UID = 10001          # the images' non-root user
 CONTAINER_RESULTS = "/results"
 CONTAINER_DATA = "/data"
 GPU_DRIVER_ERROR = "could not select device driver"
+RESULTS_LABEL = "org.dlbench.results"   # the results directory a container writes into
 NO_GPU_MESSAGE = ("GPU requested but the NVIDIA container toolkit is not installed or not "
                   "configured for this Docker engine; install nvidia-container-toolkit and restart "
                   "dockerd, or run the CPU suite (make bench)")
@@ -33,8 +36,32 @@ def connect():
         client.ping()
         return client, None
     except (DockerException, RequestsConnectionError) as exc:
-        reason = str(exc).split(": ", 1)[-1][:160] or type(exc).__name__
-        return None, reason
+        endpoint = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return None, f"{endpoint}: {connection_problem(exc)}"
+
+
+class EngineUnreachable(DlbenchError):
+    """The engine stopped answering mid-suite: no later run could start either."""
+
+
+# What the SDK raises when the engine's socket is gone (APIError is an answer, not this).
+CONNECTION_ERRORS = (RequestsConnectionError, ReadTimeout, ChunkedEncodingError)
+
+
+def connection_problem(exc: BaseException) -> str:
+    """The root cause of a requests/urllib3 error chain, e.g. 'Connection refused'."""
+    def inner(e):
+        return next((a for a in e.args if isinstance(a, BaseException)), None) \
+            or e.__cause__ or e.__context__
+    while inner(exc) is not None:
+        exc = inner(exc)
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def engine_lost(when: str, exc: Exception) -> EngineUnreachable:
+    return EngineUnreachable(f"Docker engine stopped answering {when} "
+                             f"({connection_problem(exc)}); start dockerd again")
 
 
 def gpu_request() -> list[DeviceRequest]:
@@ -53,6 +80,9 @@ class DockerBackend(Backend):
 
     # -- preflight ----------------------------------------------------------
     def preflight(self, suite: Suite) -> None:
+        if not self.build:  # --no-build: a missing image is known before anything runs
+            for framework, flavour in sorted({(r.framework, r.flavour) for r in suite.runs}):
+                images.require_image(self.client, framework, flavour)
         if "gpu" in suite.devices:
             self.check_gpu()
 
@@ -91,11 +121,14 @@ class DockerBackend(Backend):
 
     # -- environments -------------------------------------------------------
     def prepare(self, framework, flavour, progress):
-        if self.build:
-            info = images.ensure_image(self.client, framework, flavour, self.build_options,
-                                       progress=progress)
-        else:
-            info = images.require_image(self.client, framework, flavour)
+        try:
+            if self.build:
+                info = images.ensure_image(self.client, framework, flavour, self.build_options,
+                                           progress=progress)
+            else:
+                info = images.require_image(self.client, framework, flavour)
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost(f"while preparing {framework}/{flavour}", exc) from None
         return {"kind": "image", **info.to_dict()}
 
     def dataset_path(self, run: PlannedRun, host_dir: str) -> str:
@@ -111,7 +144,8 @@ class DockerBackend(Backend):
             image=environment["id"] or environment["tag"],
             command=["run", "--spec", f"{CONTAINER_RESULTS}/{run.run_id}/spec.json"],
             name=f"dlbench-{self.session}-{run.run_id}",
-            labels={"org.dlbench.run-id": run.run_id, "org.dlbench.session": self.session},
+            labels={"org.dlbench.run-id": run.run_id, "org.dlbench.session": self.session,
+                    RESULTS_LABEL: str(run_dir.path.parent.parent)},
             volumes={
                 str(host_data_dir): {"bind": self.dataset_path(run, host_data_dir), "mode": "ro"},
                 str(run_dir.path): {"bind": f"{CONTAINER_RESULTS}/{run.run_id}", "mode": "rw"},
@@ -146,9 +180,12 @@ class DockerBackend(Backend):
         except APIError as exc:
             return Execution(None, message=f"container could not be created: {_api_message(exc)}",
                              resources=resources)
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost(f"during run {run.run_id}", exc) from None
         self._current = container
         sink = OutputSink(run_dir.file("output.log"), on_event)
         info = {"id": container.id, "name": container.name}
+        monitor = monitor_container(container, run_dir, run.monitor_interval)
         try:
             try:
                 container.start()
@@ -158,32 +195,61 @@ class DockerBackend(Backend):
                                  container=info, resources=resources)
             follower = threading.Thread(target=self._follow, args=(container, sink), daemon=True)
             follower.start()
-            timed_out = False
-            try:
-                exit_code = container.wait(timeout=run.timeout)["StatusCode"]
-            except (ReadTimeout, RequestsConnectionError):
-                timed_out = True
-                container.stop(timeout=10)
-                exit_code = container.wait(timeout=60)["StatusCode"]
+            monitor.start()
+            exit_code, timed_out = self._wait(container, run)
             follower.join(timeout=30)
-            state = self.client.api.inspect_container(container.id)["State"]
+            try:
+                state = self.client.api.inspect_container(container.id)["State"]
+            except NotFound:  # removed from outside while it ran: it was killed
+                state = {}
             return Execution(exit_code, oom_killed=bool(state.get("OOMKilled")),
                              timed_out=timed_out, container=info, resources=resources)
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost(f"during run {run.run_id}", exc) from None
         finally:
+            monitor.stop()
             sink.close()
             self._current = None
             try:
                 container.remove(force=True)
-            except (NotFound, APIError):
-                pass
+            except (NotFound, APIError, *CONNECTION_ERRORS):
+                pass  # already gone, or the engine is: a resume removes it (remove_leftovers)
+
+    @staticmethod
+    def _wait(container, run: PlannedRun) -> tuple[int, bool]:
+        """(exit code, timed out). The SDK signals both "timeout reached" and "engine
+        gone" with a requests error; the clock tells them apart."""
+        started = time.monotonic()
+        try:
+            return container.wait(timeout=run.timeout)["StatusCode"], False
+        except CONNECTION_ERRORS:
+            if time.monotonic() - started < run.timeout:
+                raise
+        container.stop(timeout=10)
+        return container.wait(timeout=60)["StatusCode"], True
+
+    def remove_leftovers(self, results_path) -> list[str]:
+        """Containers an earlier, interrupted attempt left writing into these results
+        (the engine was unreachable then): stop them before their runs start again."""
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{RESULTS_LABEL}={results_path}"})
+            for container in found:
+                try:
+                    container.remove(force=True)
+                except NotFound:
+                    pass
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost("while looking for leftover containers", exc) from None
+        return [container.name for container in found]
 
     @staticmethod
     def _follow(container, sink: OutputSink) -> None:
         try:
             for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
                 sink.feed(chunk)
-        except (APIError, RequestsConnectionError):
-            pass  # the run's outcome comes from wait/inspect, not from the log stream
+        except (APIError, *CONNECTION_ERRORS, OSError):
+            pass  # the run's outcome comes from wait/inspect, not from the log stream (nor a full disk)
 
     def interrupt(self) -> None:
         container = self._current

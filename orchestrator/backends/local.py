@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import images
 from ..errors import DlbenchError
+from ..monitor import for_process as monitor_process
 from ..paths import REPO_ROOT, cache_dir
 from ..suite import PlannedRun, Suite
 from .base import Backend, Execution, OutputSink
@@ -99,12 +100,14 @@ class LocalBackend(Backend):
         reader = threading.Thread(target=lambda: [sink.feed(c) for c in iter(
             lambda: proc.stdout.read1(65536), b"")], daemon=True)
         reader.start()
+        monitor = monitor_process(proc.pid, run_dir, run.monitor_interval).start()
         timed_out = False
         try:
             proc.wait(timeout=run.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc)
+        monitor.stop()
         reader.join(timeout=30)
         sink.close()
         self._process = None

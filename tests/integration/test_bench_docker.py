@@ -38,6 +38,7 @@ def test_make_bench_trains_both_frameworks_in_containers(docker_client, env, tmp
     results = only_results_dir(tmp_path / "results")
     assert results.name.endswith("-quick")
     assert f"Report: {results / 'report.html'}" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == f"Bundle verified: {results}"
     found = runs(results)
     assert list(found) == ["01-pytorch-eager", "02-tensorflow-keras"]
     images = json.loads((results / "images.json").read_text())

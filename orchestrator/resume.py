@@ -1,0 +1,59 @@
+"""`dlbench run --resume RESULTS_DIR`: finish a suite that stopped early.
+
+The plan comes from the results directory itself (plan.json, as first expanded),
+never from a suite file that may have changed since. Runs whose run.json says `ok`
+are kept byte for byte; every other run (interrupted, never started, failed) starts
+again from an empty run directory. The summary and report are then re-rendered.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .backends.base import Backend
+from .errors import DlbenchError
+from .results import ResultsDir, check_free_space
+from .runner import execute_runs, required_datasets
+from .suite import PlannedRun, Suite
+
+
+def load_plan(path: Path) -> tuple[Suite, str]:
+    """The suite as planned when the results directory was made, and its backend's name."""
+    try:
+        plan = json.loads((path / "plan.json").read_text(encoding="utf-8"))
+        text = (path / "suite.yaml").read_text(encoding="utf-8")
+        runs = [PlannedRun(**run) for run in plan["runs"]]
+        name, backend = plan["suite"], plan["backend"]
+    except FileNotFoundError as exc:
+        raise DlbenchError(f"{path}: not a dlbench results directory ({Path(exc.filename).name} "
+                           "missing); give the directory `dlbench run` printed as Results:") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DlbenchError(f"{path}/plan.json: unreadable plan ({type(exc).__name__}: {exc}); "
+                           "this directory cannot be resumed, run the suite afresh") from None
+    return Suite(name=name, description="", path=path / "suite.yaml", text=text, runs=runs), backend
+
+
+def finished_ok(results: ResultsDir, run_id: str) -> bool:
+    try:
+        record = json.loads((results.path / "runs" / run_id / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("outcome") == "ok"
+
+
+def resume_suite(results: ResultsDir, suite: Suite, backend: Backend,
+                 say: Callable[[str], None] = print) -> ResultsDir:
+    pending = [run.run_id for run in suite.runs if not finished_ok(results, run.run_id)]
+    data_dirs = required_datasets(suite)
+    backend.preflight(suite)
+    check_free_space(results.path)
+    say(f"Resuming {results.path}: {len(suite.runs) - len(pending)} run(s) kept, "
+        f"{len(pending)} to run")
+    for name in backend.remove_leftovers(results.path):
+        say(f"    removed container {name}, left running by the interrupted attempt")
+    for run_id in pending:  # a fresh start: nothing of a previous attempt may be mistaken for it
+        shutil.rmtree(results.path / "runs" / run_id, ignore_errors=True)
+    execute_runs(suite, backend, results, data_dirs, say, only=set(pending))
+    return results

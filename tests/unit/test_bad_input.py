@@ -1,0 +1,107 @@
+"""Bad input through the real `dlbench` command: one line `dlbench: error: <where>: <what>`,
+exit 2, no traceback, and nothing created. (Field-by-field suite checks: test_suite.py.)"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from orchestrator.paths import REPO_ROOT
+from tests.integration.helpers import dlbench, write_suite
+
+RUN = "name: t\nruns:\n  - {framework: pytorch, api: eager%s}\n"
+
+
+def assert_one_line_error(proc, *expected: str) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "\n" not in message and message.startswith("dlbench: error: "), message
+    for text in expected:
+        assert text in message, message
+    return message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: t\nruns: [{framework: pytorch\n", "malformed YAML, line"),
+    (RUN % ", bach_size: 64", "runs[0].bach_size: unknown key (did you mean 'batch_size'?)"),
+    ("name: t\nruns:\n  - {framework: tensorflw, api: keras}\n",
+     "runs[0].framework: unknown framework 'tensorflw' (did you mean 'tensorflow'?)"),
+    (RUN % ", workload: resnet50", "runs[0].workload: unknown workload 'resnet50'"),
+    (RUN % ", batch_size: 0", "runs[0].batch_size: 0 is less than the minimum of 1"),
+    (RUN % ", epochs: 0", "runs[0].epochs: 0 is less than the minimum of 1"),
+])
+def test_bad_suite_file(tmp_path, text, expected):
+    suite = write_suite(tmp_path, text)
+    results = tmp_path / "results"
+    proc = dlbench("run", suite, "--backend", "local", "--results", results)
+    assert_one_line_error(proc, str(suite), expected)
+    assert not results.exists()
+
+
+def test_missing_dataset_names_it_and_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("DLBENCH_DATA_DIR", raising=False)
+    empty_cache = tmp_path / "cache"
+    empty_cache.mkdir()
+    suite = write_suite(tmp_path, RUN % ", dataset: mnist")
+    results = tmp_path / "results"
+    proc = dlbench("run", suite, "--backend", "local", "--results", results,
+                   env={"DLBENCH_CACHE": str(empty_cache)})
+    assert_one_line_error(proc, "dataset mnist is not prepared on this host", str(empty_cache),
+                          "dlbench data fetch mnist")
+    assert not results.exists()
+
+
+def test_results_root_that_cannot_be_a_directory(tmp_path, mnist_test_dir):
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "mnist").symlink_to(mnist_test_dir)  # the real test split, found first
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    suite = write_suite(tmp_path, RUN % ", dataset: mnist, train_split: test")
+    proc = dlbench("run", suite, "--backend", "local", "--results", blocker / "results",
+                   env={"DLBENCH_DATA_DIR": str(datasets)})
+    assert_one_line_error(proc, f"{blocker}/results: results directory not writable (Not a directory)")
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("args, expected", [
+    ((), "run: give either a suite file or --resume RESULTS_DIR"),
+    (("suite.yaml", "--resume", "x"), "run: give either a suite file or --resume RESULTS_DIR"),
+    (("--resume", "{tmp}/nowhere"), "nowhere: not a dlbench results directory (plan.json missing)"),
+])
+def test_run_arguments(tmp_path, args, expected):
+    proc = dlbench("run", *(a.format(tmp=tmp_path) for a in args))
+    assert_one_line_error(proc, expected)
+
+
+def test_resume_of_a_corrupt_plan(tmp_path):
+    (tmp_path / "plan.json").write_text('{"suite": "t", "backend": "local", "runs": [{"run_')
+    (tmp_path / "suite.yaml").write_text(RUN % "")
+    proc = dlbench("run", "--resume", tmp_path)
+    assert_one_line_error(proc, f"{tmp_path}/plan.json: unreadable plan", "run the suite afresh")
+
+
+def test_resume_with_another_backend(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps({"suite": "t", "backend": "docker", "runs": []}))
+    (tmp_path / "suite.yaml").write_text(RUN % "")
+    proc = dlbench("run", "--resume", tmp_path, "--backend", "local")
+    assert_one_line_error(proc, "was run with the docker backend; resume it with that one")
+
+
+def test_bundle_that_fails_verification_names_the_file(tmp_path):
+    """`dlbench verify` (orchestrator/bundle.py): exit 1, one line per problem naming the
+    file, then the verdict; a path that is no bundle at all is the usual one-line error."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "bundle-small", bundle)
+    (bundle / "runs" / "01-pytorch-eager" / "metrics.json").write_text('{"schema_version": 1, "sta')
+    proc = dlbench("verify", bundle)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stdout.rstrip().splitlines()
+    assert lines[-1] == f"Bundle does NOT verify: {bundle} (2 problem(s))"
+    assert all(line.startswith("  runs/01-pytorch-eager/metrics.json: ") for line in lines[:-1])
+    assert any("not valid JSON" in line for line in lines)
+
+    proc = dlbench("verify", tmp_path / "nowhere")
+    assert_one_line_error(proc, f"{tmp_path}/nowhere: no such bundle")

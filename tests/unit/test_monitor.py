@@ -1,0 +1,129 @@
+"""The host-side resource monitor: real process sampling, the real no-GPU path, and
+(NVML faked: no GPU on this machine) the GPU series and energy summary."""
+import json
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from orchestrator import monitor
+from orchestrator.results import RunDir, schema_error
+
+
+def busy_child(seconds: float) -> subprocess.Popen:
+    """A real process tree: a parent that spins a CPU and holds ~50 MB, with a child."""
+    code = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']);"
+            f"b = bytearray(50 * 2**20); end = time.time() + {seconds}\nwhile time.time() < end: pass\nc.kill()")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_process_tree_monitor_records_real_cpu_and_memory(tmp_path):
+    proc = busy_child(2.0)
+    mon = monitor.for_process(proc.pid, RunDir(tmp_path), 0.2).start()
+    proc.wait()
+    mon.stop()
+    lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
+    assert len(lines) >= 5
+    assert all(set(line) >= {"t", "cpu_percent", "memory_mb"} for line in lines)
+    assert [line["t"] for line in lines] == sorted(line["t"] for line in lines)
+    summary = monitor.run_summary(tmp_path, 0.2)
+    assert summary["cpu_percent"]["peak"] > 50          # one core spinning
+    assert summary["memory_mb"]["peak"] > 50            # the 50 MB buffer, plus two interpreters
+    assert summary["gpus"] == [] and summary["energy_per_train_image_j"] is None
+
+
+def test_without_a_gpu_the_monitor_records_none_and_does_not_fail():
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+        pytest.skip("an NVIDIA driver answers here: the no-GPU path cannot be shown")
+    except pynvml.NVMLError:
+        pass
+    gpu = monitor.GpuSampler()   # the real pynvml: init fails on this machine
+    assert gpu.available is False and gpu.read() == []
+    gpu.close()
+
+
+class FakeNvml:
+    """Stands in for pynvml where no NVIDIA GPU exists: two GPUs, the second without power."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=90 if handle == 0 else 10)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(used=(1024 if handle == 0 else 512) * 2**20)
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        if handle == 1:
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return 200_000  # mW
+
+
+def test_gpu_series_and_energy_fake_nvml(tmp_path):
+    proc = busy_child(1.5)
+    mon = monitor.Monitor(lambda: monitor.ProcessTreeSampler(proc.pid), tmp_path / "monitor.jsonl",
+                          0.1, gpu_sampler=monitor.GpuSampler(FakeNvml())).start()
+    proc.wait()
+    mon.stop()
+    first = json.loads((tmp_path / "monitor.jsonl").read_text().splitlines()[0])
+    assert first["gpus"] == [{"index": 0, "util_percent": 90, "memory_mb": 1024.0, "power_w": 200.0},
+                             {"index": 1, "util_percent": 10, "memory_mb": 512.0, "power_w": None}]
+    summary = monitor.summarize(tmp_path / "monitor.jsonl", 0.1)
+    gpu0, gpu1 = summary["gpus"]
+    assert gpu0["power_w"] == {"peak": 200.0, "mean": 200.0}
+    assert gpu0["energy_j"] == pytest.approx(200.0 * summary["duration_s"], rel=0.01)
+    assert gpu1["energy_j"] is None and summary["gpu_energy_j"] is None  # not every GPU reports power
+
+
+def test_energy_per_training_image_fake_nvml(tmp_path):
+    lines = [{"t": t, "cpu_percent": 100.0, "memory_mb": 500.0,
+              "gpus": [{"index": 0, "util_percent": 80, "memory_mb": 900.0, "power_w": 100.0}]}
+             for t in (0.0, 1.0, 2.0)]
+    (tmp_path / "monitor.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    metrics = {"status": "ok", "dataset": {"train_samples": 1000}, "epochs": [{}, {}]}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    summary = monitor.run_summary(tmp_path, 1.0)
+    assert summary["gpu_energy_j"] == 200.0
+    assert summary["energy_per_train_image_j"] == pytest.approx(200.0 / 2000)
+    record = {"schema_version": 1, "run_id": "r", "outcome": "ok", "backend": "local",
+              "started_at": "a", "finished_at": "b", "wall_s": 1.0, "batch_size": 128, "monitor": summary}
+    assert schema_error("run", record) is None
+
+
+def test_docker_stats_object_to_sample():
+    raw = {"cpu_stats": {"cpu_usage": {"total_usage": 3_000_000_000}, "system_cpu_usage": 20_000_000_000,
+                         "online_cpus": 2},
+           "precpu_stats": {"cpu_usage": {"total_usage": 2_000_000_000}, "system_cpu_usage": 18_000_000_000},
+           "memory_stats": {"usage": 300 * 2**20, "stats": {"total_inactive_file": 100 * 2**20}}}
+    assert monitor.docker_sample(raw) == {"cpu_percent": 100.0, "memory_mb": 200.0}
+    first = {**raw, "precpu_stats": {"cpu_usage": {"total_usage": 0}}}
+    assert monitor.docker_sample(first)["cpu_percent"] is None  # no previous sample yet
+    assert monitor.docker_sample({"memory_stats": {}}) is None   # container gone
+
+
+def test_a_monitor_that_never_started_stops_quietly(tmp_path):
+    mon = monitor.for_process(999_999_999, RunDir(tmp_path), 0.5)
+    mon.stop()
+    started = time.monotonic()
+    monitor.for_process(999_999_999, RunDir(tmp_path), 0.5).start().stop()  # no such pid
+    assert time.monotonic() - started < 5
+    assert monitor.summarize(tmp_path / "absent.jsonl") is None

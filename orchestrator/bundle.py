@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -21,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import DlbenchError
+from .fileio import sha256_file
 from .results import schema_error
 
 MANIFEST = "MANIFEST.sha256"
@@ -92,14 +92,6 @@ def write_manifest(path: Path) -> None:
     path = Path(path)
     lines = [f"{sha256_file(path / rel)}  {rel}\n" for rel in bundle_files(path)]
     _write_atomic(path / MANIFEST, "".join(lines).encode("utf-8"))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:

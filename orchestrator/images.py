@@ -37,6 +37,7 @@ from typing import Callable, Iterable
 import yaml
 
 from .errors import DlbenchError
+from .fileio import sha256_file
 from .paths import DOCKER_DIR, REPO_ROOT, WORKLOADS_DIR, cache_dir
 
 IMAGES_FILE = DOCKER_DIR / "images.yaml"
@@ -254,14 +255,6 @@ def parse_lock(path: Path) -> list[LockedRequirement]:
                            if p.startswith("--hash=sha256:"))
         reqs.append(LockedRequirement(normalize_name(m.group(1)), m.group(3), hashes))
     return reqs
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")

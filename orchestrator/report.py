@@ -13,6 +13,7 @@ import jinja2
 
 from . import charts, stats
 from .groups import is_ok, ok_groups
+from .fileio import read_json_or_none
 from .results import load_runs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -25,14 +26,6 @@ BEST_COLUMNS = {
     "lines_of_code": (lambda r: r["metrics"].get("lines_of_code"), False),
     "image_bytes": (lambda r: r["env"].get("size_bytes") or None, False),
 }
-
-
-def _read(path: Path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _read_monitor(path: Path) -> list[dict]:
@@ -54,14 +47,14 @@ def _read_monitor(path: Path) -> list[dict]:
 
 def load(results: Path) -> dict:
     results = Path(results)
-    plan = _read(results / "plan.json") or {}
+    plan = read_json_or_none(results / "plan.json") or {}
     runs = load_runs(results)
     for row in runs:
         row["monitor"] = _read_monitor(results / "runs" / row["run_id"] / "monitor.jsonl")
     threshold = (plan.get("statistics") or {}).get("cv_threshold", stats.DEFAULT_CV_THRESHOLD)
     return {"name": results.name, "suite": plan.get("suite", results.name),
-            "backend": plan.get("backend"), "system": _read(results / "system.json") or {},
-            "images": _read(results / "images.json") or {},
+            "backend": plan.get("backend"), "system": read_json_or_none(results / "system.json") or {},
+            "images": read_json_or_none(results / "images.json") or {},
             "statistics": stats.analyse(runs, threshold), "runs": runs}
 
 

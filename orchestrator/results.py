@@ -18,6 +18,7 @@ import jsonschema
 from workloads.harness import write_json_atomic
 
 from .errors import DlbenchError
+from .fileio import read_json_or_none
 from .paths import ORCHESTRATOR_SCHEMA_DIR, SCHEMA_DIR
 
 RUN_SCHEMA_VERSION = 1
@@ -170,19 +171,11 @@ def load_runs(results: Path) -> list[dict]:
         raise DlbenchError(f"{results}: not a dlbench results directory (no runs/ inside)")
     rows = []
     for run_path in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        row = {"run_id": run_path.name, "spec": _read_json(run_path / "spec.json"),
-               "record": _read_json(run_path / "run.json")}
+        row = {"run_id": run_path.name, "spec": read_json_or_none(run_path / "spec.json"),
+               "record": read_json_or_none(run_path / "run.json")}
         row["metrics"], row["metrics_problem"] = read_metrics(run_path / "metrics.json")
         rows.append(row)
     return rows
-
-
-def _read_json(path: Path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def summarize(rows: list[dict], cv_threshold: float | None = None) -> dict:

@@ -80,3 +80,16 @@ def mnist_test_dir() -> Path:
             pytest.fail(f"{directory}: real MNIST test split missing (CI provides shared/)")
         pytest.skip(f"{directory}: real MNIST test split not available")
     return directory
+
+
+@pytest.fixture()
+def no_nvidia_driver():
+    """For tests of the no-GPU path: that path only exists where NVML finds no driver."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return
+    pynvml.nvmlShutdown()
+    pytest.skip("an NVIDIA driver answers here: the no-GPU path cannot be shown")

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 import traceback
 from dataclasses import dataclass

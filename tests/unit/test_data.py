@@ -14,7 +14,6 @@ import shutil
 import socket
 import struct
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np

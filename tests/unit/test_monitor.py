@@ -34,15 +34,7 @@ def test_process_tree_monitor_records_real_cpu_and_memory(tmp_path):
     assert summary["gpus"] == [] and summary["energy_per_train_image_j"] is None
 
 
-def test_without_a_gpu_the_monitor_records_none_and_does_not_fail():
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-        pynvml.nvmlShutdown()
-        pytest.skip("an NVIDIA driver answers here: the no-GPU path cannot be shown")
-    except pynvml.NVMLError:
-        pass
+def test_without_a_gpu_the_monitor_records_none_and_does_not_fail(no_nvidia_driver):
     gpu = monitor.GpuSampler()   # the real pynvml: init fails on this machine
     assert gpu.available is False and gpu.read() == []
     gpu.close()

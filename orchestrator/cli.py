@@ -158,7 +158,11 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except DlbenchError as exc:
-        print(f"dlbench: error: {exc}", file=sys.stderr)
+        # One line; a few errors carry detail below it (a build log's tail), shown on request.
+        first, _, detail = str(exc).partition("\n")
+        print(f"dlbench: error: {first}", file=sys.stderr)
+        if detail and os.environ.get("DLBENCH_DEBUG"):
+            print(detail, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("dlbench: interrupted", file=sys.stderr)

@@ -32,7 +32,9 @@ def leftover_containers(client):
 def test_make_bench_trains_both_frameworks_in_containers(docker_client, env, tmp_path):
     if data.locate("fashion-mnist", ("train", "test")) is None:
         pytest.fail("Fashion-MNIST missing: apt-get install dataset-fashion-mnist (CI does)")
-    proc = subprocess.run(["make", "bench", "BACKEND=docker"], cwd=REPO_ROOT, capture_output=True,
+    # --no-print-directory: under `make test` the nested make would add "Leaving directory".
+    proc = subprocess.run(["make", "--no-print-directory", "bench", "BACKEND=docker"],
+                          cwd=REPO_ROOT, capture_output=True,
                           text=True, env={**os.environ, **env}, timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = only_results_dir(tmp_path / "results")

@@ -1,9 +1,12 @@
 """`dlbench run --resume RESULTS_DIR`: finish a suite that stopped early.
 
 The plan comes from the results directory itself (plan.json, as first expanded),
-never from a suite file that may have changed since. Runs whose run.json says `ok`
-are kept byte for byte; every other run (interrupted, never started, failed) starts
-again from an empty run directory. The summary and report are then re-rendered.
+never from a suite file that may have changed since. A run that reached an outcome
+about the framework (ok, failed, oom, killed, timeout) is a result and is kept byte
+for byte; a run with no outcome (never started, or the disk filled) or outcome
+`error` (interrupted, engine lost, environment unavailable: the orchestrator's
+trouble, not the framework's) starts again from an empty run directory. The
+summary and report are then re-rendered.
 """
 from __future__ import annotations
 
@@ -35,17 +38,27 @@ def load_plan(path: Path) -> tuple[Suite, str]:
     return Suite(name=name, description="", path=path / "suite.yaml", text=text, runs=runs), backend
 
 
-def finished_ok(results: ResultsDir, run_id: str) -> bool:
+def recorded_outcome(results: ResultsDir, run_id: str) -> str | None:
     try:
         record = json.loads((results.path / "runs" / run_id / "run.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("outcome") == "ok"
+        return None
+    return record.get("outcome") if isinstance(record, dict) else None
+
+
+def finished_ok(results: ResultsDir, run_id: str) -> bool:
+    return recorded_outcome(results, run_id) == "ok"
+
+
+def pending_runs(results: ResultsDir, suite: Suite) -> list[str]:
+    """Runs --resume must (re)run: no outcome yet, or the orchestrator's own `error`."""
+    return [run.run_id for run in suite.runs
+            if recorded_outcome(results, run.run_id) in (None, "error")]
 
 
 def resume_suite(results: ResultsDir, suite: Suite, backend: Backend,
                  say: Callable[[str], None] = print) -> ResultsDir:
-    pending = [run.run_id for run in suite.runs if not finished_ok(results, run.run_id)]
+    pending = pending_runs(results, suite)
     data_dirs = required_datasets(suite)
     backend.preflight(suite)
     check_free_space(results.path)

@@ -105,3 +105,23 @@ def test_bundle_that_fails_verification_names_the_file(tmp_path):
 
     proc = dlbench("verify", tmp_path / "nowhere")
     assert_one_line_error(proc, f"{tmp_path}/nowhere: no such bundle")
+
+
+def test_resume_reruns_only_runs_without_a_result(tmp_path):
+    """oom/timeout/failed/killed are findings and stay; `error` and no record are re-run."""
+    from orchestrator.resume import pending_runs
+    from orchestrator.results import ResultsDir
+    from orchestrator.suite import load_suite
+
+    suite_file = tmp_path / "s.yaml"
+    suite_file.write_text("name: s\nruns:\n" + "".join(
+        "  - {framework: pytorch, api: eager}\n" for _ in range(7)))
+    suite = load_suite(suite_file)
+    results = ResultsDir.create(tmp_path / "results", "s")
+    outcomes = ["ok", "failed", "oom", "killed", "timeout", "error", None]
+    for run, outcome in zip(suite.runs, outcomes):
+        run_dir = results.run_dir(run.run_id)
+        if outcome:
+            run_dir.write_record({"run_id": run.run_id, "outcome": outcome, "backend": "docker",
+                                  "started_at": "t", "finished_at": "t", "wall_s": 0.0})
+    assert pending_runs(results, suite) == [suite.runs[5].run_id, suite.runs[6].run_id]

@@ -182,14 +182,21 @@ def test_import_uncompressed_files_are_gzipped_and_verified(mnist_test_dir, tmp_
     assert sha256(cache / MNIST_TEST_FILES[1]) == first
 
 
+def copy_with_one_byte_flipped(source: Path, dest: Path, name: str, mask: int) -> Path:
+    """A copy of a real dataset directory in which one file has one byte damaged."""
+    shutil.copytree(source, dest)
+    target = dest / name
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= mask
+    target.chmod(0o644)
+    target.write_bytes(bytes(raw))
+    return dest
+
+
 def test_import_corrupt_file_names_it_and_copies_nothing(mnist_test_dir, tmp_path, isolated):
-    source = tmp_path / "src"
-    shutil.copytree(mnist_test_dir, source)
+    source = copy_with_one_byte_flipped(mnist_test_dir, tmp_path / "src",
+                                        "t10k-labels-idx1-ubyte.gz", 0xFF)
     labels = source / "t10k-labels-idx1-ubyte.gz"
-    raw = bytearray(labels.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    labels.chmod(0o644)
-    labels.write_bytes(bytes(raw))
     with pytest.raises(DlbenchError) as exc:
         data.import_dir("mnist", source)
     message = one_line(exc)
@@ -327,13 +334,9 @@ def test_fetch_all_splits_fails_on_the_missing_train_files(mnist_test_dir):
 
 
 def test_fetch_corrupted_file_is_an_error_and_leaves_nothing(mnist_test_dir, tmp_path, isolated):
-    served = tmp_path / "served"
-    shutil.copytree(mnist_test_dir, served)
+    served = copy_with_one_byte_flipped(mnist_test_dir, tmp_path / "served",
+                                        "t10k-images-idx3-ubyte.gz", 0x01)
     target = served / "t10k-images-idx3-ubyte.gz"
-    raw = bytearray(target.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    target.chmod(0o644)
-    target.write_bytes(bytes(raw))
     with serve(served) as url:
         with pytest.raises(DlbenchError) as exc:
             data.fetch("mnist", splits=("test",), mirrors=[url])

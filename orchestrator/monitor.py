@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from .fileio import read_json_or_none
+
 DEFAULT_INTERVAL_S = 0.5
 MB = 2 ** 20
 
@@ -286,11 +288,7 @@ def run_summary(run_path: Path, interval: float | None) -> dict | None:
     """run.json's `monitor`: the summary of monitor.jsonl plus energy per training image."""
     summary = summarize(Path(run_path) / "monitor.jsonl", interval)
     if summary is not None:
-        try:
-            with open(Path(run_path) / "metrics.json", encoding="utf-8") as fh:
-                metrics = json.load(fh)
-        except (OSError, json.JSONDecodeError):
-            metrics = None
+        metrics = read_json_or_none(Path(run_path) / "metrics.json")
         per_image = energy_per_train_image(summary, metrics)
         summary["energy_per_train_image_j"] = round(per_image, 6) if per_image is not None else None
     return summary

@@ -6,13 +6,13 @@ its tag points at today. A missing image is one sentence, before anything runs.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 from . import bundle
 from .backends.docker import DockerBackend, connect
 from .errors import DlbenchError
+from .fileio import read_json_or_none
 from .images import ImageInfo
 from .resume import load_plan
 from .results import ResultsDir
@@ -35,11 +35,11 @@ class RecordedImageBackend(DockerBackend):
 
 def recorded_image_ids(source: Path, runs) -> tuple[dict[str, str], dict[str, str]]:
     """framework/flavour -> image ID (and tag) as the bundle recorded them."""
-    images = _json(source / "images.json") or {}
+    images = read_json_or_none(source / "images.json") or {}
     ids, tags = {}, {}
     for run in runs:
         key = f"{run.framework}/{run.flavour}"
-        env = (_json(source / "runs" / run.run_id / "run.json") or {}).get("environment") or {}
+        env = (read_json_or_none(source / "runs" / run.run_id / "run.json") or {}).get("environment") or {}
         image_id = env.get("id") or (images.get(key) or {}).get("id")
         if not image_id:
             raise DlbenchError(f"{source.name}: run {run.run_id} recorded no image ID "
@@ -67,7 +67,7 @@ def rerun(bundle_path: Path, run_id: str | None, results_root: Path,
                                    f"(runs: {', '.join(known)})")
             suite.runs = [run for run in suite.runs if run.run_id == run_id]
         for run in suite.runs:  # the spec the run was given, dataset path as planned
-            spec = _json(source / "runs" / run.run_id / "spec.json")
+            spec = read_json_or_none(source / "runs" / run.run_id / "spec.json")
             if spec:
                 spec["dataset"]["path"] = None
                 run.spec = spec
@@ -94,8 +94,3 @@ def _require_images(client, ids: dict[str, str], tags: dict[str, str]) -> None:
                 "another ID") from None
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

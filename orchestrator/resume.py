@@ -17,6 +17,7 @@ from typing import Callable
 
 from .backends.base import Backend
 from .errors import DlbenchError
+from .fileio import read_json_or_none
 from .results import ResultsDir, check_free_space
 from .runner import execute_runs, required_datasets
 from .suite import PlannedRun, Suite
@@ -39,10 +40,7 @@ def load_plan(path: Path) -> tuple[Suite, str]:
 
 
 def recorded_outcome(results: ResultsDir, run_id: str) -> str | None:
-    try:
-        record = json.loads((results.path / "runs" / run_id / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
+    record = read_json_or_none(results.path / "runs" / run_id / "run.json")
     return record.get("outcome") if isinstance(record, dict) else None
 
 

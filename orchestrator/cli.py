@@ -1,4 +1,4 @@
-"""`dlbench`: plan | run | report | verify | pack | compare | rerun | images | data | sysinfo.
+"""`dlbench`: plan | run | check | report | verify | pack | compare | rerun | images | data | sysinfo.
 
 Every user-fixable problem surfaces as `dlbench: error: <one line>` and exit 2.
 """
@@ -68,6 +68,28 @@ def cmd_run(args) -> int:
     return 1 if bad or verify_code else 0
 
 
+def cmd_check(args) -> int:
+    from . import equivalence
+    from .backends import select_backend
+    from .runner import run_suite
+
+    if args.judge:
+        results_path = Path(args.judge)
+    else:
+        suite = equivalence.build_check_suite(equivalence.select_rows(args.only), args.device)
+        backend = select_backend(args.backend, say=_say)
+        if args.no_build:
+            if backend.name != "docker":
+                raise DlbenchError("--no-build applies to the docker backend only")
+            backend.build = False
+        root = Path(args.results) if args.results else results_root()
+        results_path = run_suite(suite, backend, root, say=_say).path
+    verdicts = equivalence.judge_results(results_path)
+    _say(equivalence.format_verdicts(verdicts))
+    _say(f"Results: {results_path}")
+    return 0 if verdicts and all(v.ok for v in verdicts) else 1
+
+
 def _docker_client(purpose: str):
     from .backends.docker import connect
 
@@ -128,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results root (default: results/ or $DLBENCH_RESULTS)")
     p.add_argument("--no-build", action="store_true", help="use existing images only")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="equivalence check: every framework/API builds the same "
+                                     "model (parameters, output shape, initial loss)")
+    p.add_argument("--only", action="append", metavar="FRAMEWORK[/API]",
+                   help="check these rows only (repeatable; default: every registered row)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--backend", default=os.environ.get("BACKEND") or "auto",
+                   help="auto (default; Docker if reachable, else local), docker or local")
+    p.add_argument("--results", help="results root (default: results/ or $DLBENCH_RESULTS)")
+    p.add_argument("--no-build", action="store_true", help="use existing images only")
+    p.add_argument("--judge", metavar="RESULTS_DIR",
+                   help="judge an earlier check's results again instead of running")
+    p.set_defaults(func=cmd_check)
 
     from .cli_bundle import add_bundle_commands
 

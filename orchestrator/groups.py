@@ -5,7 +5,7 @@ average runs the same way. A row is what results.load_runs returns.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import stats
 
@@ -40,6 +40,7 @@ class Group:
     batch_size: int | None
     rows: list[dict]                     # successful runs only
     label: str = ""
+    options: dict = field(default_factory=dict)  # the suite entry's framework options
 
     @property
     def identity(self) -> tuple:
@@ -74,7 +75,7 @@ def ok_groups(rows: list[dict]) -> list[Group]:
             groups[key] = Group(key=key, framework=m["framework"]["name"], api=m["framework"]["api"],
                                 workload=m.get("workload", spec.get("workload", "")),
                                 device=m["device"]["type"], batch_size=spec.get("batch_size"),
-                                rows=[])
+                                rows=[], options=dict(spec.get("options") or {}))
         groups[key].rows.append(row)
     found = list(groups.values())
     _label(found)
@@ -93,6 +94,12 @@ def _label(groups: list[Group]) -> None:
             label += f" b{g.batch_size}"
         g.label = label
     seen: dict[str, int] = {}
+    for g in groups:
+        seen[g.label] = seen.get(g.label, 0) + 1
+    for g in groups:  # same framework/api twice: the options the suite gave tell them apart
+        if seen[g.label] > 1 and g.options:
+            g.label += " " + ",".join(f"{k}={v}" for k, v in sorted(g.options.items()))
+    seen = {}
     for g in groups:
         seen[g.label] = seen.get(g.label, 0) + 1
     for g in groups:

@@ -86,6 +86,10 @@ class ImageSpec:
     python: str
     apis: tuple[str, ...]
     flavours: dict[str, FlavourSpec]
+    system_packages: tuple[str, ...] = ()   # Debian packages the framework needs at run time
+    source_builds: tuple[str, ...] = ()     # locked sdists built in the image (no wheel exists)
+    compile_cache: bool = False             # runs share a per-image cache dir (e.g. Theano's C)
+    unavailable: dict[str, str] = field(default_factory=dict)  # flavour -> why there is none
 
     @property
     def dockerfile(self) -> Path:
@@ -97,8 +101,18 @@ class ImageSpec:
 
 
 _TOP_KEYS = {"schema_version", "images"}
-_IMAGE_KEYS = {"framework_version", "python", "apis", "flavours"}
+_IMAGE_KEYS = {"framework_version", "python", "apis", "flavours", "system_packages",
+               "source_builds", "compile_cache"}
+_DEB_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_PKG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FLAVOUR_KEYS = {"base", "lock", "cuda", "cudnn", "min_driver"}
+
+
+def _name_list(path, where, entry, key, pattern) -> tuple[str, ...]:
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and pattern.match(v) for v in value):
+        _fail(path, f"{where}.{key}", "must be a list of package names")
+    return tuple(value)
 
 
 def _fail(path: Path, where: str, message: str):
@@ -165,13 +179,16 @@ def load_images(path: Path | str | None = None, check_locks: bool = True) -> dic
         flavours = entry.get("flavours")
         if not isinstance(flavours, dict) or not flavours:
             _fail(path, f"{where}.flavours", f"must map flavours ({', '.join(FLAVOURS)}) to settings")
-        fspecs = {}
+        fspecs, unavailable = {}, {}
         for name, fl in flavours.items():
             fwhere = f"{where}.flavours.{name}"
             if name not in FLAVOURS:
                 _fail(path, fwhere, f"unknown flavour (known: {', '.join(FLAVOURS)})")
+            if isinstance(fl, dict) and set(fl) == {"unavailable"}:
+                unavailable[name] = _str_field(path, fwhere, fl, "unavailable")
+                continue
             if not isinstance(fl, dict):
-                _fail(path, fwhere, "must be a mapping")
+                _fail(path, fwhere, "must be a mapping (or {unavailable: <why>})")
             _unknown_keys(path, fwhere, fl, _FLAVOUR_KEYS)
             base = _str_field(path, fwhere, fl, "base", _DIGEST_RE,
                               " (pin it by digest: name:tag@sha256:<64 hex>)")
@@ -185,21 +202,50 @@ def load_images(path: Path | str | None = None, check_locks: bool = True) -> dic
             cudnn = _str_field(path, fwhere, fl, "cudnn", required=name == "cuda")
             min_driver = _str_field(path, fwhere, fl, "min_driver", required=False)
             fspecs[name] = FlavourSpec(name, base, lock, cuda, cudnn, min_driver)
-        specs[framework] = ImageSpec(framework, version, python, tuple(apis), fspecs)
+        if not fspecs:
+            _fail(path, f"{where}.flavours", "at least one flavour must be available")
+        compile_cache = entry.get("compile_cache", False)
+        if not isinstance(compile_cache, bool):
+            _fail(path, f"{where}.compile_cache", f"must be true or false, got {compile_cache!r}")
+        specs[framework] = ImageSpec(
+            framework, version, python, tuple(apis), fspecs,
+            system_packages=_name_list(path, where, entry, "system_packages", _DEB_RE),
+            source_builds=_name_list(path, where, entry, "source_builds", _PKG_RE),
+            compile_cache=compile_cache, unavailable=unavailable)
     return specs
 
 
 def get_spec(framework: str, flavour: str, images: dict[str, ImageSpec] | None = None
              ) -> tuple[ImageSpec, FlavourSpec]:
-    images = images if images is not None else load_images()
+    # Only the lock of the image asked for must exist: one framework's missing lock
+    # must not stop the others.
+    images = images if images is not None else load_images(check_locks=False)
     if framework not in images:
         raise DlbenchError(f"no image for framework {framework!r} in {IMAGES_FILE} "
                            f"(known: {', '.join(sorted(images))})")
     spec = images[framework]
+    if flavour in spec.unavailable:
+        raise DlbenchError(f"{framework} has no {flavour} image: {spec.unavailable[flavour]} "
+                           f"({IMAGES_FILE}: images.{framework}.flavours.{flavour})")
     if flavour not in spec.flavours:
         raise DlbenchError(f"{IMAGES_FILE}: images.{framework}.flavours has no {flavour!r} "
                            f"(known: {', '.join(spec.flavours)})")
+    lock = spec.flavours[flavour].lock
+    if not lock.is_file():
+        raise DlbenchError(f"{IMAGES_FILE}: images.{framework}.flavours.{flavour}.lock: {lock} "
+                           "does not exist (run `python docker/lock.py`)")
     return spec, spec.flavours[flavour]
+
+
+def compile_cache_dir(framework: str, flavour: str, environment_id: str) -> Path | None:
+    """The host directory the runs of one image (or venv) share for compiled code, when its
+    images.yaml entry asks for one (compile_cache: true). Keyed by the environment's id, so
+    a rebuilt image never reads code compiled by another."""
+    spec, _ = get_spec(framework, flavour)
+    if not spec.compile_cache:
+        return None
+    key = environment_id.split(":")[-1][:16]
+    return cache_dir() / "compile" / f"{framework}-{flavour}-{key}"
 
 
 def image_tag(framework: str, flavour: str, images: dict[str, ImageSpec] | None = None) -> str:
@@ -258,6 +304,19 @@ def parse_lock(path: Path) -> list[LockedRequirement]:
 
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+BUILD_TOOLS = ("setuptools", "wheel")
+
+
+def build_tools_requirements(lock: Path) -> str:
+    """The lock's setuptools/wheel pins (with hashes) as a requirements text: what the
+    images.yaml source_builds are built with, installed before them."""
+    found = [r for r in parse_lock(lock) if r.name in BUILD_TOOLS]
+    if not any(r.name == "setuptools" for r in found):
+        raise DlbenchError(f"{lock}: source_builds need setuptools pinned in the lock")
+    return "".join(f"{r.name}=={r.version} " + " ".join(f"--hash=sha256:{h}" for h in sorted(r.hashes))
+                   + "\n" for r in found)
 
 
 def select_wheels(lock: Path, wheelhouse: Path) -> list[Path]:
@@ -436,6 +495,8 @@ def _buildargs(spec: ImageSpec, flavour: FlavourSpec, base: str, lock_sha: str) 
         "PYTHON_VERSION": spec.python,
         "LOCK_SHA256": lock_sha,
         "DLBENCH_VERSION": _dlbench_version(),
+        "SYSTEM_PACKAGES": " ".join(spec.system_packages),
+        "SOURCE_BUILDS": ",".join(spec.source_builds),
     }
 
 

@@ -225,7 +225,7 @@ def _spec(run_id: str, s: dict, repeat: int) -> dict:
 def format_plan(suite: Suite) -> str:
     """The dry-run table `dlbench plan` prints."""
     header = ("run", "framework/api", "flavour", "workload", "dataset", "epochs", "batch", "lr",
-              "repeat", "resources")
+              "repeat", "resources", "options")
     rows = [header]
     for run in suite.runs:
         s = run.spec
@@ -234,7 +234,8 @@ def format_plan(suite: Suite) -> str:
         limit = f"[:{s['dataset']['train_limit']}]" if s["dataset"]["train_limit"] else ""
         rows.append((run.run_id, f"{run.framework}/{run.api}", run.flavour, s["workload"],
                      f"{run.dataset}{limit}{split}", str(s["epochs"]), str(s["batch_size"]),
-                     f"{s['learning_rate']:g}", str(s["repeat"] + 1), res))
+                     f"{s['learning_rate']:g}", str(s["repeat"] + 1), res,
+                     ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(s["options"].items())) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [f"suite {suite.name}: {len(suite.runs)} run(s)" +
              (f" - {suite.description}" if suite.description else "")]

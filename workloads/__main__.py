@@ -35,8 +35,20 @@ def _spec_from_flags(args) -> dict:
         "learning_rate": args.learning_rate, "optimizer": "adam", "seed": args.seed,
         "device": args.device, "warmup_steps": args.warmup_steps,
         "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
+        "options": dict(_option(o) for o in args.option or []),
     }
     return spec
+
+
+def _option(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value read as JSON when it is JSON (true, 3, "x"), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise harness.SpecError(f"--option {text!r}: expected KEY=VALUE, e.g. compile=true")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _load_spec_file(path: str) -> dict:
@@ -71,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup-steps", type=int, default=3)
     run.add_argument("--intra-op-threads", type=int)
     run.add_argument("--inter-op-threads", type=int)
+    run.add_argument("--option", action="append", metavar="KEY=VALUE",
+                     help="framework option, e.g. compile=true, hybridize=false (repeatable)")
     run.add_argument("--run-id")
     return parser
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import data as data_mod
-from .loc import logical_lines_of_file
+from .loc import logical_lines_of_implementation
 from .models import ADAM, MODELS
-from .registry import IMPLEMENTATIONS
+from .registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT
 
 SCHEMA_VERSION = 1
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
@@ -65,6 +65,11 @@ class Implementation:
         raise NotImplementedError
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Inference-mode forward pass of one batch (no dropout, no update) as a float
+        numpy array (batch, classes): the equivalence check reads shape and initial loss."""
         raise NotImplementedError
 
     # -- optional -----------------------------------------------------------
@@ -204,6 +209,20 @@ def _base_metrics(spec: dict, started_at: str) -> dict:
     }
 
 
+def initial_predictions(impl: Implementation, x: np.ndarray, y: np.ndarray) -> dict:
+    """Output shape and softmax cross-entropy of the freshly initialised model on one
+    test batch, computed here in numpy so every framework is judged by the same formula.
+    Untimed, before the warm-up; `dlbench check` compares these across frameworks."""
+    logits = np.asarray(impl.logits(x), dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True) if logits.ndim == 2 else logits
+    if logits.ndim != 2 or len(logits) != len(y):
+        return {"output_shape": [int(d) for d in logits.shape], "initial_loss": None}
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-log_softmax[np.arange(len(y)), y.astype(np.int64)].mean())
+    return {"output_shape": [int(d) for d in logits.shape],
+            "initial_loss": loss if np.isfinite(loss) else None}
+
+
 def process_age_s() -> float | None:
     """Seconds since this process started (interpreter start, imports, spec checks):
     /proc/uptime minus the start time in /proc/self/stat (field 22, clock ticks after
@@ -267,6 +286,7 @@ class _Trainer:
         apply_thread_env(spec["threads"])
         np.random.seed(spec["seed"])
         module_name = IMPLEMENTATIONS[(spec["framework"], spec["api"])]
+        os.environ.update(IMPORT_ENVIRONMENT.get((spec["framework"], spec["api"]), {}))
 
         emit("import", module=module_name)
         t = time.perf_counter()
@@ -275,7 +295,7 @@ class _Trainer:
         impl: Implementation = module.Implementation(spec)
         self.impl = impl
         metrics["framework"]["version"] = impl.version()
-        metrics["lines_of_code"] = logical_lines_of_file(module.__file__)
+        metrics["lines_of_code"] = logical_lines_of_implementation(module.__file__)
 
         options = impl.configure()
         options["data_layout"] = impl.data_layout
@@ -303,7 +323,8 @@ class _Trainer:
         emit("build", workload=model_spec.name)
         clock = Clock(impl)
         params, build_s = clock.time(impl.build, model_spec)
-        metrics["model"] = {"parameters": int(params), "expected_parameters": model_spec.parameters}
+        metrics["model"] = {"parameters": int(params), "expected_parameters": model_spec.parameters,
+                            **initial_predictions(impl, x_test[:bs], y_test[:bs])}
 
         # Warm-up: real training steps on the first batches, identical for every
         # framework; the first one (trace/compile) is reported on its own.

@@ -77,6 +77,11 @@ class Implementation(Base):
             correct += (logits.argmax(1) == yb).sum().item()
         return loss_sum / len(x), correct / len(x)
 
+    @torch.no_grad()
+    def logits(self, x):
+        self.model.eval()
+        return self.forward(torch.from_numpy(x).to(self.device)).cpu().numpy()
+
     def synchronize(self):
         if self.gpu:
             torch.cuda.synchronize()

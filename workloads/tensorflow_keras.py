@@ -59,6 +59,10 @@ class Implementation(Base):
             loss, accuracy = self.model.evaluate(x, y, batch_size=batch_size, verbose=0)
         return loss, accuracy
 
+    def logits(self, x):
+        with tf.device(self.device):
+            return self.model(x, training=False).numpy()
+
     def device_name(self):
         if self.gpu:
             details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])

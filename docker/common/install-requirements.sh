@@ -35,7 +35,26 @@ if [ -f "$inputs/ca.crt" ]; then
     export PIP_CERT="$bundle"
 fi
 
+# SOURCE_BUILDS (comma-separated, from images.yaml source_builds): locked sdists to build
+# here. They build without isolation, against the setuptools/wheel pinned in the same lock,
+# so those two go in first; everything else stays wheels only.
+source_args=""
+if [ -n "${SOURCE_BUILDS:-}" ]; then
+    /opt/venv/bin/python - "$lock" /tmp/build-tools.txt <<'PY'
+import re, sys
+blocks = re.split(r"\n(?=[A-Za-z0-9])", open(sys.argv[1]).read())
+tools = [b for b in blocks if re.match(r"(setuptools|wheel)==", b)]
+if not tools:
+    sys.exit("source_builds need setuptools (and wheel) pinned in " + sys.argv[1])
+open(sys.argv[2], "w").write("\n".join(tools) + "\n")
+PY
+    /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps \
+        --only-binary=:all: -r /tmp/build-tools.txt
+    source_args="--no-binary=${SOURCE_BUILDS} --no-build-isolation"
+fi
+
+# shellcheck disable=SC2086 # source_args is a list of options
 /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps \
-    --only-binary=:all: -r "$lock"
+    --only-binary=:all: $source_args -r "$lock"
 /opt/venv/bin/python -m pip check
 rm -f /tmp/dlbench-ca-bundle.pem

@@ -22,6 +22,7 @@ from .base import Backend, Execution, OutputSink
 CONTAINER_UID = 10001          # the images' non-root user
 CONTAINER_RESULTS = "/results"
 CONTAINER_DATA = "/data"
+CONTAINER_COMPILE_CACHE = "/cache/compile"
 GPU_DRIVER_ERROR = "could not select device driver"
 RESULTS_LABEL = "org.dlbench.results"   # the results directory a container writes into
 NO_GPU_MESSAGE = ("GPU requested but the NVIDIA container toolkit is not installed or not "
@@ -155,10 +156,15 @@ class DockerBackend(Backend):
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
-            tmpfs={"/tmp": "rw,nosuid,nodev,size=2g"},
+            # exec: JIT compilers (torch.compile, Theano) load the code they compile from here
+            tmpfs={"/tmp": "rw,nosuid,nodev,exec,size=2g"},
             environment={"PYTHONUNBUFFERED": "1"},
             detach=True,
         )
+        cache = self.compile_cache(run, environment)
+        if cache is not None:
+            config["volumes"][str(cache)] = {"bind": CONTAINER_COMPILE_CACHE, "mode": "rw"}
+            config["environment"]["DLBENCH_COMPILE_CACHE"] = CONTAINER_COMPILE_CACHE
         if res.get("cpus"):
             config["nano_cpus"] = int(float(res["cpus"]) * 1e9)
         if res.get("cpuset"):
@@ -169,6 +175,17 @@ class DockerBackend(Backend):
         if run.spec["device"] == "gpu":
             config["device_requests"] = gpu_request()
         return config
+
+    @staticmethod
+    def compile_cache(run: PlannedRun, environment: dict):
+        """Made on first use and owned by the container's user (it writes there)."""
+        cache = images.compile_cache_dir(run.framework, run.flavour,
+                                         environment["id"] or environment["tag"])
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(cache, CONTAINER_UID, CONTAINER_UID)
+        return cache
 
     def execute(self, run, run_dir, host_data_dir, environment, on_event) -> Execution:
         if os.geteuid() == 0:  # the container's non-root user must be able to write here

@@ -62,18 +62,28 @@ class LocalBackend(Backend):
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
         venv = self.venv_root / f"{framework}-{flavour}-py{python}-{lock_sha[:12]}"
         if not (venv / READY_MARKER).exists():
-            self._create_venv(venv, python, lock, progress)
+            self._create_venv(venv, python, lock, progress, spec.source_builds)
         return {"kind": "venv", "path": str(venv), "lock_sha256": lock_sha,
                 "framework": framework, "flavour": flavour, "python": python,
                 "framework_version": spec.framework_version}
 
-    def _create_venv(self, venv: Path, python: str, lock: Path, progress) -> None:
+    def _create_venv(self, venv: Path, python: str, lock: Path, progress,
+                     source_builds: tuple[str, ...] = ()) -> None:
         progress(f"creating virtualenv {venv.name} from {lock.relative_to(REPO_ROOT)} (uv)")
         shutil.rmtree(venv, ignore_errors=True)  # a half-made one from an interrupted run
         uv, (env, find_links) = uv_binary(), _uv_settings()
-        steps = [[uv, "venv", "--quiet", "--python", python, str(venv)],
-                 [uv, "pip", "install", "--quiet", "--require-hashes", "--no-deps",
-                  "--python", str(venv / "bin" / "python"), "-r", str(lock), *find_links]]
+        install = [uv, "pip", "install", "--quiet", "--require-hashes", "--no-deps",
+                   "--python", str(venv / "bin" / "python"), *find_links]
+        steps = [[uv, "venv", "--quiet", "--python", python, str(venv)]]
+        if source_builds:  # as in the image: sdists build against the lock's own setuptools
+            tools = venv.parent / f"{venv.name}.build-tools.txt"
+            venv.parent.mkdir(parents=True, exist_ok=True)
+            tools.write_text(images.build_tools_requirements(lock), encoding="utf-8")
+            steps += [install + ["-r", str(tools)],
+                      install + ["--no-build-isolation", "--no-binary", ",".join(source_builds),
+                                 "-r", str(lock)]]
+        else:
+            steps.append(install + ["-r", str(lock)])
         for cmd in steps:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -89,6 +99,10 @@ class LocalBackend(Backend):
         cmd = [str(python), "-m", "workloads", "run", "--spec", str(run_dir.file("spec.json"))]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
                "DLBENCH_FRAMEWORK": run.framework, "DLBENCH_API": run.api}
+        cache = images.compile_cache_dir(run.framework, run.flavour, environment["lock_sha256"])
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            env["DLBENCH_COMPILE_CACHE"] = str(cache)
         resources = {k: v for k, v in run.resources.items() if v is not None}
         if resources:
             resources["enforced"] = False

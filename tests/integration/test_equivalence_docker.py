@@ -1,0 +1,76 @@
+"""`dlbench check` with the real engine and every real image: every framework/API builds
+the same model; and the check really fails when one framework's model differs (a real
+framework file with one layer added, mounted over the image's copy)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator import equivalence
+from orchestrator.backends.docker import DockerBackend
+from orchestrator.images import BuildOptions
+from orchestrator.paths import WORKLOADS_DIR
+from orchestrator.runner import run_suite
+from workloads.registry import IMPLEMENTATIONS
+
+from .helpers import dlbench, runs
+
+pytestmark = [pytest.mark.docker, pytest.mark.framework]
+
+
+def test_check_passes_for_every_row_in_its_own_image(base_image, tmp_path):
+    result = dlbench("check", "--backend", "docker", "--results", tmp_path,
+                     env={"DLBENCH_BASE_IMAGE": base_image}, timeout=3600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert f"equivalence: {len(IMPLEMENTATIONS)} of {len(IMPLEMENTATIONS)} ok" in result.stdout
+    results = next(tmp_path.iterdir())
+    seen = set()
+    for run in runs(results).values():
+        m = run["metrics"]
+        seen.add((m["framework"]["name"], m["framework"]["api"]))
+        assert m["model"]["parameters"] == 1_669_002
+        assert m["lines_of_code"] > 0 and m["options"]["data_layout"] in ("NCHW", "NHWC")
+    assert seen == set(IMPLEMENTATIONS)
+    # the same results judged again, later, give the same answer
+    again = dlbench("check", "--judge", results)
+    assert again.returncode == 0
+    assert f"equivalence: {len(IMPLEMENTATIONS)} of {len(IMPLEMENTATIONS)} ok" in again.stdout
+
+
+class ChangedFileBackend(DockerBackend):
+    """Test-only: mounts an edited copy of one workloads file over the image's own."""
+
+    def __init__(self, client, changed: Path, **kwargs):
+        super().__init__(client, **kwargs)
+        self.changed = changed
+
+    def container_config(self, run, run_dir, host_data_dir, environment):
+        config = super().container_config(run, run_dir, host_data_dir, environment)
+        config["volumes"][str(self.changed)] = {
+            "bind": f"/opt/dlbench/workloads/{self.changed.name}", "mode": "ro"}
+        return config
+
+
+def test_check_fails_when_a_layer_is_changed(docker_client, base_image, tmp_path):
+    source = (WORKLOADS_DIR / "pytorch_eager.py").read_text()
+    original = "nn.Dropout(m.dropout), nn.Linear(m.dense_units, m.classes)"
+    assert original in source
+    changed = tmp_path / "pytorch_eager.py"  # one extra dense layer before the classifier
+    changed.write_text(source.replace(original, "nn.Dropout(m.dropout), nn.Linear(m.dense_units, "
+                                      "m.dense_units), nn.Linear(m.dense_units, m.classes)"))
+    changed.chmod(0o644)
+    backend = ChangedFileBackend(docker_client, changed,
+                                 build_options=BuildOptions.from_env({"DLBENCH_BASE_IMAGE": base_image}))
+    suite = equivalence.build_check_suite([("pytorch", "eager")])
+    results = run_suite(suite, backend, tmp_path / "results", say=lambda line: None).path
+
+    [verdict] = equivalence.judge_results(results)
+    assert not verdict.ok
+    assert verdict.parameters == 1_669_002 + 1024 * 1024 + 1024
+    assert verdict.problems == ["2,718,602 parameters, the spec has 1,669,002"]
+    # the CLI says so too, with a failing exit code
+    judged = dlbench("check", "--judge", results)
+    assert judged.returncode == 1
+    assert "MISMATCH: 2,718,602 parameters, the spec has 1,669,002" in judged.stdout
+    assert judged.stdout.splitlines()[-2] == "equivalence: 0 of 1 ok, 1 mismatch(es)"

@@ -1,0 +1,123 @@
+"""MXNet Gluon: HybridSequential + Trainer, hybridized (compiled graph) by default."""
+import ctypes
+import glob
+import os
+import sysconfig
+
+
+def preload_cuda_wheels():
+    """The CUDA image's libmxnet.so links CUDA 11 libraries that come as nvidia-*-cu11
+    wheels, which it has no RPATH to: load them first (the CPU image has none)."""
+    pending = glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*", "lib", "lib*.so*"))
+    while pending:  # dependency order unknown: retry until a pass loads nothing new
+        failed = []
+        for path in pending:
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                failed.append(path)
+        if len(failed) == len(pending):
+            break
+        pending = failed
+
+
+preload_cuda_wheels()
+import mxnet as mx  # noqa: E402 - after the preload
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+from .harness import Implementation as Base, batches
+from .models import ADAM
+
+
+def omp_threads_in_force():
+    """MXNet fixes its OpenMP pool at import: MXNET_OMP_MAX_THREADS, else OMP_NUM_THREADS,
+    else half the usable CPUs on x86 (it assumes hyperthreading; src/engine/openmp.cc)."""
+    for var in ("MXNET_OMP_MAX_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+class Implementation(Base):
+    framework, api, data_layout = "mxnet", "gluon", "NCHW"
+
+    def version(self):
+        return mx.__version__
+
+    def configure(self):
+        mx.random.seed(self.spec["seed"])
+        # the engine's worker threads are created at import: inter_op cannot change now
+        workers = int(os.environ.get("MXNET_CPU_WORKER_NTHREADS", 1))
+        wanted = self.spec["threads"]["inter_op"]
+        if wanted and wanted != workers:
+            raise RuntimeError(f"threads.inter_op={wanted} needs MXNET_CPU_WORKER_NTHREADS="
+                               f"{wanted} before mxnet is imported (in force: {workers})")
+        if self.gpu and mx.context.num_gpus() == 0:
+            raise RuntimeError("device gpu requested but MXNet sees no GPU")
+        self.ctx = mx.gpu(0) if self.gpu else mx.cpu()
+        self.hybridize = bool(self.spec["options"].get("hybridize", True))
+        return {"intra_op_threads": omp_threads_in_force(), "inter_op_threads": workers,
+                "hybridize": self.hybridize, "engine": os.environ.get(
+                    "MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
+                "onednn": mx.runtime.Features().is_enabled("MKLDNN"),
+                "cudnn_autotune": self.gpu and os.environ.get("MXNET_CUDNN_AUTOTUNE_DEFAULT", "1") != "0"}
+
+    def build(self, m):
+        (c1, k1), (c2, k2) = m.conv_layers
+        self.net = nn.HybridSequential()
+        self.net.add(
+            nn.Conv2D(c1, k1, activation="relu", in_channels=m.input_shape[2]), nn.MaxPool2D(m.pool),
+            nn.Conv2D(c2, k2, activation="relu", in_channels=c1), nn.MaxPool2D(m.pool),
+            nn.Flatten(), nn.Dense(m.dense_units, activation="relu", in_units=m.flatten_size()),
+            nn.Dropout(m.dropout), nn.Dense(m.classes, in_units=m.dense_units))
+        # Glorot uniform: sqrt(3 / ((fan_in + fan_out) / 2)); Gluon's biases start at zero
+        self.net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), ctx=self.ctx)
+        if self.hybridize:
+            self.net.hybridize(static_alloc=True, static_shape=True)
+        self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+        self.trainer = gluon.Trainer(self.net.collect_params(), "adam", {
+            "learning_rate": self.spec["learning_rate"], "beta1": ADAM["beta_1"],
+            "beta2": ADAM["beta_2"], "epsilon": ADAM["epsilon"]})
+        return sum(p.data().size for p in self.net.collect_params().values())
+
+    def _arrays(self, x, y, s):
+        return mx.nd.array(x[s], ctx=self.ctx), mx.nd.array(y[s], ctx=self.ctx)
+
+    def train_epoch(self, x, y, batch_size):
+        loss_sum, correct = mx.nd.zeros(1, ctx=self.ctx), mx.nd.zeros(1, ctx=self.ctx)
+        for s in batches(len(x), batch_size):
+            xb, yb = self._arrays(x, y, s)
+            with autograd.record():
+                logits = self.net(xb)
+                loss = self.loss_fn(logits, yb)  # one value per sample
+            loss.backward()
+            self.trainer.step(len(yb))  # gradients of the sum / batch length = of the batch mean
+            loss_sum += loss.sum()
+            correct += (logits.argmax(axis=1) == yb).sum()
+        return loss_sum.asscalar() / len(x), correct.asscalar() / len(x)  # asscalar waits
+
+    def evaluate(self, x, y, batch_size):
+        loss_sum, correct = mx.nd.zeros(1, ctx=self.ctx), mx.nd.zeros(1, ctx=self.ctx)
+        for s in batches(len(x), batch_size):
+            xb, yb = self._arrays(x, y, s)
+            logits = self.net(xb)  # outside autograd.record: predict mode, no dropout
+            loss_sum += self.loss_fn(logits, yb).sum()
+            correct += (logits.argmax(axis=1) == yb).sum()
+        return loss_sum.asscalar() / len(x), correct.asscalar() / len(x)
+
+    def logits(self, x):
+        return self.net(mx.nd.array(x, ctx=self.ctx)).asnumpy()
+
+    def synchronize(self):
+        mx.nd.waitall()  # the engine is asynchronous on CPU too
+
+    def device_name(self):
+        if not self.gpu:
+            return super().device_name()
+        try:  # MXNet has no device-name query; the driver's /proc entry names it
+            info = sorted(os.listdir("/proc/driver/nvidia/gpus"))[0]
+            with open(f"/proc/driver/nvidia/gpus/{info}/information", encoding="utf-8") as fh:
+                return fh.readline().split(":", 1)[1].strip()
+        except (OSError, IndexError):
+            return "GPU 0"

@@ -1,0 +1,68 @@
+"""What the TensorFlow files share: the Keras model and the seed/thread/device setup.
+
+Works with TF 2.21 (Keras 3) and TF 2.15 (Keras 2 as tf.keras, the legacy image).
+"""
+from importlib.metadata import version as dist_version
+
+import tensorflow as tf
+from tensorflow import keras
+
+from .harness import Implementation as Base
+
+
+def keras_cnn(m, seed):
+    """The MNIST CNN as a Keras Sequential. Each Glorot-uniform initialiser has its own
+    seed, so the initial weights depend on the seed alone (not on graph or op order)."""
+    (c1, k1), (c2, k2) = m.conv_layers
+    layers = keras.layers
+    glorot = [keras.initializers.GlorotUniform(seed=seed + i) for i in range(4)]
+    return keras.Sequential([
+        keras.Input(shape=m.input_shape),
+        layers.Conv2D(c1, k1, activation="relu", kernel_initializer=glorot[0]),
+        layers.MaxPooling2D(m.pool),
+        layers.Conv2D(c2, k2, activation="relu", kernel_initializer=glorot[1]),
+        layers.MaxPooling2D(m.pool),
+        layers.Flatten(),
+        layers.Dense(m.dense_units, activation="relu", kernel_initializer=glorot[2]),
+        layers.Dropout(m.dropout),
+        layers.Dense(m.classes, kernel_initializer=glorot[3])])
+
+
+class TensorFlowBase(Base):
+    data_layout = "NHWC"
+
+    def version(self):
+        return tf.__version__
+
+    def configure(self):
+        keras.utils.set_random_seed(self.spec["seed"])
+        threads = self.spec["threads"]
+        if threads["intra_op"]:
+            tf.config.threading.set_intra_op_parallelism_threads(threads["intra_op"])
+        if threads["inter_op"]:
+            tf.config.threading.set_inter_op_parallelism_threads(threads["inter_op"])
+        gpus = tf.config.list_physical_devices("GPU")
+        if self.gpu and not gpus:
+            raise RuntimeError("device gpu requested but TensorFlow sees no GPU")
+        for gpu in gpus:  # allocate as needed, as PyTorch does, so peak memory compares
+            tf.config.experimental.set_memory_growth(gpu, True)
+        self.device = "/GPU:0" if self.gpu else "/CPU:0"
+        return {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+                "keras_version": dist_version("keras"), "gpu_memory_growth": bool(gpus)}
+
+    def synchronize(self):
+        if self.gpu:
+            tf.test.experimental.sync_devices()
+
+    def device_name(self):
+        if self.gpu:
+            gpu = tf.config.list_physical_devices("GPU")[0]
+            return tf.config.experimental.get_device_details(gpu).get("device_name", "GPU")
+        return super().device_name()
+
+    def peak_device_memory_mb(self):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20 if self.gpu else None
+
+    def is_out_of_memory(self, exc):
+        return isinstance(exc, tf.errors.ResourceExhaustedError) or super().is_out_of_memory(exc)

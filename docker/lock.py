@@ -88,6 +88,8 @@ def main(argv=None) -> int:
                     "--python-version", spec.python, "--python-platform", PLATFORM,
                     "--custom-compile-command", COMPILE_COMMAND,
                     "--output-file", lock.name, source.name]
+        if spec.source_builds:  # uv builds those sdists to read their metadata: with the .in's
+            cmd += ["--build-constraints", source.name]  # own setuptools/wheel, as the image does
         if args.upgrade:
             cmd.append("--upgrade")
         if LOCAL_VERSION_PIN.search(source.read_text(encoding="utf-8")):

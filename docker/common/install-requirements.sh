@@ -50,7 +50,9 @@ open(sys.argv[2], "w").write("\n".join(tools) + "\n")
 PY
     /opt/venv/bin/python -m pip install --no-cache-dir --require-hashes --no-deps \
         --only-binary=:all: -r /tmp/build-tools.txt
-    source_args="--no-binary=${SOURCE_BUILDS} --no-build-isolation"
+    # --use-pep517: a real wheel through setuptools' PEP 517 backend on every pip version
+    # (older pips fall back to the deprecated `setup.py install` otherwise)
+    source_args="--no-binary=${SOURCE_BUILDS} --no-build-isolation --use-pep517"
 fi
 
 # shellcheck disable=SC2086 # source_args is a list of options

@@ -175,6 +175,9 @@ def apply_thread_env(threads: dict) -> None:
     if intra:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(intra)
+    inter = threads.get("inter_op")
+    if inter:  # MXNet sizes its engine's worker pool at import
+        os.environ["MXNET_CPU_WORKER_NTHREADS"] = str(inter)
 
 
 @dataclass

@@ -7,7 +7,7 @@ SUITE      ?= suites/quick.yaml
 GPU_SUITE  ?= suites/quick-gpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup bench bench-gpu images base-image locks data test clean
+.PHONY: setup bench bench-all check bench-gpu images base-image locks data test clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,12 @@ data: setup ## Fashion-MNIST into the host cache (no-op when present, e.g. Debia
 
 bench: setup data ## CPU quick suite: PyTorch vs TensorFlow Keras, report under results/
 	$(DLBENCH) run $(SUITE) --backend $(BACKEND)
+
+bench-all: setup data ## every framework/API, each in its own image (suites/all-frameworks.yaml)
+	$(DLBENCH) run suites/all-frameworks.yaml --backend $(BACKEND)
+
+check: setup data ## equivalence check: every framework/API builds the same model
+	$(DLBENCH) check --backend $(BACKEND)
 
 bench-gpu: setup data ## the same suite on the GPU
 	$(DLBENCH) run $(GPU_SUITE) --backend $(BACKEND)

@@ -59,13 +59,14 @@ class Implementation(Base):
 
     def build(self, m):
         self.model = CNN(m)
-        params = self.model.init(self.init_key, jnp.zeros((1, *m.input_shape)), train=False)["params"]
+        sample = jnp.zeros((1, *m.input_shape))
+        params = self.model.init(self.init_key, sample, train=False)["params"]
         self.tx = optax.adam(self.spec["learning_rate"], b1=ADAM["beta_1"], b2=ADAM["beta_2"],
                              eps=ADAM["epsilon"])
         self.state = (params, self.tx.init(params), jnp.zeros((), jnp.uint32))  # + step count
         self.train_step = jax.jit(self._train_step, donate_argnums=0)  # update in place
         self.eval_step = jax.jit(self._eval_step)
-        self.forward = jax.jit(lambda params, x: self.model.apply({"params": params}, x, train=False))
+        self.forward = jax.jit(lambda p, x: self.model.apply({"params": p}, x, train=False))
         return sum(leaf.size for leaf in jax.tree.leaves(params))
 
     def _loss(self, params, x, y, key):

@@ -3,6 +3,7 @@ Sequential as tensorflow_keras.py. One file serves the three APIs: the harness s
 KERAS_BACKEND (registry.IMPORT_ENVIRONMENT) before this import; Keras reads it on import."""
 import importlib
 import os
+import random
 
 import keras
 
@@ -26,11 +27,18 @@ class Implementation(Base):
                    **getattr(self, f"_setup_{BACKEND}")(threads["intra_op"], threads["inter_op"])}
         if self.gpu and not self.gpu_found:
             raise RuntimeError(f"device gpu requested but Keras' {BACKEND} backend sees no GPU")
-        self.device = "gpu" if self.gpu else "cpu"  # no index: torch copies a Parameter moved to "cpu:0"
+        # no device index: Keras' torch backend would copy its Parameters to "cpu:0"
+        self.device = "gpu" if self.gpu else "cpu"
         probe = keras.Sequential()  # what jit_compile="auto" resolves to on this backend/host
         probe.compile(jit_compile=jit)
         self.jit_compile = probe.jit_compile
-        keras.utils.set_random_seed(self.spec["seed"])
+        # keras.utils.set_random_seed would import TensorFlow (seconds, ~450 MB) into a JAX
+        # or torch run just to seed it; Keras draws its default seeds from Python's random
+        random.seed(self.spec["seed"])
+        if BACKEND == "tensorflow":
+            keras.utils.set_random_seed(self.spec["seed"])
+        elif BACKEND == "torch":
+            fw.manual_seed(self.spec["seed"])
         return {**options, "keras_version": keras.__version__, "jit_compile_option": jit,
                 "jit_compile": self.jit_compile}
 
@@ -65,7 +73,8 @@ class Implementation(Base):
 
     def build(self, m):
         with keras.device(self.device):
-            self.model = compiled_sequential(keras, m, self.spec["learning_rate"], self.jit_compile)
+            self.model = compiled_sequential(keras, m, self.spec["seed"],
+                                             self.spec["learning_rate"], self.jit_compile)
         return self.model.count_params()
 
     def train_epoch(self, x, y, batch_size):

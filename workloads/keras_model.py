@@ -1,19 +1,31 @@
-"""The MNIST CNN as a compiled Keras Sequential plus Keras' own fit/evaluate, shared by
-every Keras file (tf.keras in tensorflow_keras.py, Keras 3 on any backend in
-keras_backends.py): the caller passes its own `keras` module. Keras' default init is the
-benchmark's (Glorot-uniform kernels, zero biases)."""
+"""The MNIST CNN as a Keras Sequential (and compiled, with Keras' own fit/evaluate),
+shared by every file that builds it with Keras layers: tf.keras in the TensorFlow files
+(Keras 2 in the legacy image), Keras 3 on any backend in keras_backends.py. The caller
+passes its own `keras` module. Glorot-uniform kernels and zero biases (Keras' defaults)."""
 from .models import ADAM
 
 
-def compiled_sequential(keras, m, learning_rate, jit_compile="auto"):
-    (c1, k1), (c2, k2) = m.conv_layers
+def sequential(keras, m, seed):
+    """The CNN as a Keras Sequential. Each Glorot-uniform initialiser has its own seed, so
+    the initial weights depend on the seed alone (not on graph or op order: the Estimator
+    builds a new graph for every call)."""
     layers = keras.layers
-    model = keras.Sequential([
+    glorot = [keras.initializers.GlorotUniform(seed=seed + i) for i in range(4)]
+    (c1, k1), (c2, k2) = m.conv_layers
+    return keras.Sequential([
         keras.Input(shape=m.input_shape),
-        layers.Conv2D(c1, k1, activation="relu"), layers.MaxPooling2D(m.pool),
-        layers.Conv2D(c2, k2, activation="relu"), layers.MaxPooling2D(m.pool),
-        layers.Flatten(), layers.Dense(m.dense_units, activation="relu"),
-        layers.Dropout(m.dropout), layers.Dense(m.classes)])
+        layers.Conv2D(c1, k1, activation="relu", kernel_initializer=glorot[0]),
+        layers.MaxPooling2D(m.pool),
+        layers.Conv2D(c2, k2, activation="relu", kernel_initializer=glorot[1]),
+        layers.MaxPooling2D(m.pool),
+        layers.Flatten(),
+        layers.Dense(m.dense_units, activation="relu", kernel_initializer=glorot[2]),
+        layers.Dropout(m.dropout),
+        layers.Dense(m.classes, kernel_initializer=glorot[3])])
+
+
+def compiled_sequential(keras, m, seed, learning_rate, jit_compile="auto"):
+    model = sequential(keras, m, seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate, **ADAM),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=jit_compile)

@@ -1,4 +1,5 @@
-"""What the TensorFlow files share: the Keras model and the seed/thread/device setup.
+"""What the TensorFlow files share: the seed/thread/device setup (the model is
+keras_model.sequential).
 
 Works with TF 2.21 (Keras 3) and TF 2.15 (Keras 2 as tf.keras, the legacy image).
 """
@@ -8,24 +9,6 @@ import tensorflow as tf
 from tensorflow import keras
 
 from .harness import Implementation as Base
-
-
-def keras_cnn(m, seed):
-    """The MNIST CNN as a Keras Sequential. Each Glorot-uniform initialiser has its own
-    seed, so the initial weights depend on the seed alone (not on graph or op order)."""
-    (c1, k1), (c2, k2) = m.conv_layers
-    layers = keras.layers
-    glorot = [keras.initializers.GlorotUniform(seed=seed + i) for i in range(4)]
-    return keras.Sequential([
-        keras.Input(shape=m.input_shape),
-        layers.Conv2D(c1, k1, activation="relu", kernel_initializer=glorot[0]),
-        layers.MaxPooling2D(m.pool),
-        layers.Conv2D(c2, k2, activation="relu", kernel_initializer=glorot[1]),
-        layers.MaxPooling2D(m.pool),
-        layers.Flatten(),
-        layers.Dense(m.dense_units, activation="relu", kernel_initializer=glorot[2]),
-        layers.Dropout(m.dropout),
-        layers.Dense(m.classes, kernel_initializer=glorot[3])])
 
 
 class TensorFlowBase(Base):

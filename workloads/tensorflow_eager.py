@@ -5,7 +5,8 @@ from tensorflow import keras
 
 from .harness import batches
 from .models import ADAM
-from .tensorflow_common import TensorFlowBase, keras_cnn
+from .keras_model import sequential
+from .tensorflow_common import TensorFlowBase
 
 
 def _sums(logits, y):
@@ -26,7 +27,7 @@ class Implementation(TensorFlowBase):
 
     def build(self, m):
         with tf.device(self.device):
-            self.model = keras_cnn(m, self.spec["seed"])
+            self.model = sequential(keras, m, self.spec["seed"])
             self.optimizer = keras.optimizers.Adam(self.spec["learning_rate"], **ADAM)
             self.optimizer.build(self.model.trainable_variables)  # slots now, not in step 1
         self.train_step = self.compile(self._train_step)

@@ -12,10 +12,12 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+from tensorflow import keras
 
 from .harness import batches
+from .keras_model import sequential
 from .models import ADAM
-from .tensorflow_common import TensorFlowBase, keras_cnn
+from .tensorflow_common import TensorFlowBase
 
 v1 = tf.compat.v1
 TRAIN, EVAL = tf.estimator.ModeKeys.TRAIN, tf.estimator.ModeKeys.EVAL
@@ -63,10 +65,10 @@ class Implementation(TensorFlowBase):
     def build(self, m):
         self.m = m
         self.estimator = tf.estimator.Estimator(self._model_fn, config=self.run_config)
-        return keras_cnn(m, self.spec["seed"]).count_params()  # model_fn builds the same
+        return sequential(keras, m, self.spec["seed"]).count_params()  # model_fn builds the same
 
     def _model_fn(self, features, labels, mode):
-        logits = keras_cnn(self.m, self.spec["seed"])(features, training=mode == TRAIN)
+        logits = sequential(keras, self.m, self.spec["seed"])(features, training=mode == TRAIN)
         if mode not in (TRAIN, EVAL):
             return tf.estimator.EstimatorSpec(mode, predictions=logits)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)

@@ -84,13 +84,19 @@ def _axes_text(axes: dict) -> str:
 
 
 def _framework_api(framework: str, api: str | None) -> str:
-    """'pytorch/eager' stays; 'pytorch' gets its API when the framework has exactly one."""
+    """'pytorch/eager' stays; 'tensorflow' gets its image's default API (the first one
+    docker/images.yaml lists, what `docker run` of that image runs)."""
     if "/" in framework:
         return framework
     if api:
         return f"{framework}/{api}"
     apis = sorted(a for f, a in IMPLEMENTATIONS if f == framework)
-    return f"{framework}/{apis[0]}" if len(apis) == 1 else framework
+    if len(apis) > 1:
+        from .images import load_images  # images.yaml names the default
+
+        spec = load_images(check_locks=False).get(framework)
+        return f"{framework}/{spec.default_api}" if spec else framework
+    return f"{framework}/{apis[0]}" if apis else framework
 
 
 def _settings(combo: dict, where: str) -> dict:

@@ -42,7 +42,7 @@ def test_exclude_and_include_follow_github_actions(tmp_path):
         runs:
           - {framework: pytorch, api: eager}
         matrix:
-          framework: [pytorch/eager, tensorflow]      # 'tensorflow' alone: its only API
+          framework: [pytorch/eager, tensorflow]      # 'tensorflow' alone: its image's default API
           batch_size: [32, 512]
           exclude:
             - {framework: tensorflow/keras, batch_size: 32}

@@ -114,3 +114,16 @@ def test_two_results_dirs_in_the_same_second_do_not_collide(tmp_path):
     a = ResultsDir.create(tmp_path, "s")
     b = ResultsDir.create(tmp_path, "s")
     assert a.path != b.path and a.path.is_dir() and b.path.is_dir()
+
+
+def test_same_framework_twice_is_labelled_by_its_options():
+    from orchestrator.groups import ok_groups
+
+    def row(run_id, name, options):
+        return {"run_id": run_id, "metrics": real(name),
+                "spec": {"batch_size": 128, "options": options}}
+    groups = ok_groups([row("01-pytorch-eager", "pytorch-eager", {}),
+                        row("02-pytorch-eager", "pytorch-eager", {"compile": True}),
+                        row("03-tensorflow-keras", "tensorflow-keras", {"jit_compile": True})])
+    assert [g.label for g in groups] == ["pytorch/eager", "pytorch/eager compile=True",
+                                         "tensorflow/keras"]

@@ -23,6 +23,8 @@ def cmd_plan(args) -> int:
     from .suite import format_plan, load_suite
 
     suite = load_suite(args.suite)
+    if args.synthetic_only:
+        suite = suite.synthetic_only()
     print(format_plan(suite))
     if args.json:
         print(json.dumps([run.to_dict() for run in suite.runs], indent=2))
@@ -47,6 +49,8 @@ def cmd_run(args) -> int:
         backend = select_backend(planned_backend, say=_say)
     else:
         suite = load_suite(args.suite)
+        if args.synthetic_only:
+            suite = suite.synthetic_only()
         backend = select_backend(args.backend, say=_say)
     if args.no_build:
         if backend.name != "docker":
@@ -76,7 +80,8 @@ def cmd_check(args) -> int:
     if args.judge:
         results_path = Path(args.judge)
     else:
-        suite = equivalence.build_check_suite(equivalence.select_rows(args.only), args.device)
+        suite = equivalence.build_check_suite(equivalence.select_rows(args.only), args.device,
+                                              equivalence.select_workloads(args.workload))
         backend = select_backend(args.backend, say=_say)
         if args.no_build:
             if backend.name != "docker":
@@ -132,6 +137,10 @@ def cmd_sysinfo(args) -> int:
     return 0
 
 
+SYNTHETIC_ONLY_HELP = ("only the suite's runs on synthetic data (e.g. the speed half of an "
+                       "input-bound suite on a machine without the dataset)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="print the runs a suite expands to, without running anything")
     p.add_argument("suite")
     p.add_argument("--json", action="store_true", help="also print the run specs as JSON")
+    p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a suite and write results/<timestamp>-<suite>/")
@@ -149,12 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default; Docker if reachable, else local), docker or local")
     p.add_argument("--results", help="results root (default: results/ or $DLBENCH_RESULTS)")
     p.add_argument("--no-build", action="store_true", help="use existing images only")
+    p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="equivalence check: every framework/API builds the same "
                                      "model (parameters, output shape, initial loss)")
     p.add_argument("--only", action="append", metavar="FRAMEWORK[/API]",
                    help="check these rows only (repeatable; default: every registered row)")
+    p.add_argument("--workload", action="append", metavar="WORKLOAD",
+                   help="check this workload only (repeatable; default: every workload: "
+                        "mnist_cnn on Fashion-MNIST, the CIFAR CNNs and the IMDB LSTM on "
+                        "synthetic data of their datasets' shapes)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--backend", default=os.environ.get("BACKEND") or "auto",
                    help="auto (default; Docker if reachable, else local), docker or local")

@@ -41,11 +41,14 @@ class Group:
     rows: list[dict]                     # successful runs only
     label: str = ""
     options: dict = field(default_factory=dict)  # the suite entry's framework options
+    dataset: str = ""
+    synthetic: bool = False              # generated data (the input-bound check's twin)
 
     @property
     def identity(self) -> tuple:
         """What makes two groups from different bundles the same experiment."""
-        return (self.framework, self.api, self.workload, self.device, self.batch_size)
+        return (self.framework, self.api, self.workload, self.device, self.batch_size,
+                self.dataset, self.synthetic)
 
     def values(self, metric: str) -> list[float]:
         return [v for v in (metric_value(r["metrics"], metric) for r in self.rows) if v is not None]
@@ -75,7 +78,9 @@ def ok_groups(rows: list[dict]) -> list[Group]:
             groups[key] = Group(key=key, framework=m["framework"]["name"], api=m["framework"]["api"],
                                 workload=m.get("workload", spec.get("workload", "")),
                                 device=m["device"]["type"], batch_size=spec.get("batch_size"),
-                                rows=[], options=dict(spec.get("options") or {}))
+                                rows=[], options=dict(spec.get("options") or {}),
+                                dataset=(spec.get("dataset") or {}).get("name", ""),
+                                synthetic=bool((spec.get("dataset") or {}).get("synthetic")))
         groups[key].rows.append(row)
     found = list(groups.values())
     _label(found)
@@ -83,15 +88,19 @@ def ok_groups(rows: list[dict]) -> list[Group]:
 
 
 def _label(groups: list[Group]) -> None:
-    """'pytorch/eager', plus device / batch size only where the suite varies them."""
-    devices = {g.device for g in groups}
-    batches = {g.batch_size for g in groups}
+    """'pytorch/eager', plus workload / device / batch size / data source only where the
+    suite varies them."""
+    varies = lambda attr: len({getattr(g, attr) for g in groups}) > 1  # noqa: E731
     for g in groups:
         label = f"{g.framework}/{g.api}"
-        if len(devices) > 1:
+        if varies("workload"):
+            label += f" {g.workload}"
+        if varies("device"):
             label += f" {g.device}"
-        if len(batches) > 1:
+        if varies("batch_size"):
             label += f" b{g.batch_size}"
+        if varies("synthetic"):
+            label += " synthetic" if g.synthetic else " real"
         g.label = label
     seen: dict[str, int] = {}
     for g in groups:

@@ -23,9 +23,11 @@ from .errors import DlbenchError
 
 # Axis name -> short label used in run ids ("bs512", "t4"); None: the value alone.
 AXES = {
-    "framework": None, "api": None, "batch_size": "bs", "epochs": "e", "learning_rate": "lr",
+    "framework": None, "api": None, "workload": None, "dataset": None, "synthetic": None,
+    "batch_size": "bs", "epochs": "e", "learning_rate": "lr",
     "device": None, "precision": None, "intra_op_threads": "t", "inter_op_threads": "it",
 }
+BOOLEAN_LABELS = {"synthetic": ("real", "synthetic")}  # false, true
 THREAD_KEYS = {"intra_op_threads": "intra_op", "inter_op_threads": "inter_op"}
 
 
@@ -128,7 +130,10 @@ def _labels(combos: list[dict], order: list[str]) -> list[str]:
         for key in varying:
             if key in combo:
                 value = combo[key]
-                text = f"{value:g}" if isinstance(value, float) else str(value)
+                if key in BOOLEAN_LABELS:
+                    text = BOOLEAN_LABELS[key][bool(value)]
+                else:
+                    text = f"{value:g}" if isinstance(value, float) else str(value)
                 parts.append(f"{AXES[key] or ''}{text}")
         out.append("-".join(parts))
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import charts, stats
+from . import charts, input_bound, stats
 from .groups import is_ok, ok_groups
 from .fileio import read_json_or_none
 from .results import load_runs
@@ -55,7 +55,8 @@ def load(results: Path) -> dict:
     return {"name": results.name, "suite": plan.get("suite", results.name),
             "backend": plan.get("backend"), "system": read_json_or_none(results / "system.json") or {},
             "images": read_json_or_none(results / "images.json") or {},
-            "statistics": stats.analyse(runs, threshold), "runs": runs}
+            "statistics": stats.analyse(runs, threshold),
+            "input_bound": input_bound.analyse(runs), "runs": runs}
 
 
 def _fmt(value, digits=2):

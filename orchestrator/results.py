@@ -181,7 +181,7 @@ def load_runs(results: Path) -> list[dict]:
 def summarize(rows: list[dict], cv_threshold: float | None = None) -> dict:
     """summary.json: one flat entry per run (the numbers a reader compares), then the
     statistics over repeats and the framework comparisons (orchestrator.stats)."""
-    from . import stats
+    from . import input_bound, stats
 
     out = []
     for row in rows:
@@ -194,6 +194,8 @@ def summarize(rows: list[dict], cv_threshold: float | None = None) -> dict:
             entry.update({
                 "framework": m["framework"]["name"], "api": m["framework"]["api"],
                 "framework_version": m["framework"]["version"],
+                "workload": m["workload"], "dataset": m["dataset"]["name"],
+                "synthetic": bool(m["dataset"].get("synthetic")),
                 "parameters": m["model"]["parameters"],
                 "train_total_s": m["timing"]["train_total_s"],
                 "images_per_s": m["timing"]["images_per_s"],
@@ -205,4 +207,5 @@ def summarize(rows: list[dict], cv_threshold: float | None = None) -> dict:
             })
         out.append(entry)
     threshold = stats.DEFAULT_CV_THRESHOLD if cv_threshold is None else cv_threshold
-    return {"schema_version": 1, "runs": out, "statistics": stats.analyse(rows, threshold)}
+    return {"schema_version": 1, "runs": out, "statistics": stats.analyse(rows, threshold),
+            "input_bound": input_bound.analyse(rows)}

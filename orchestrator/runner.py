@@ -28,7 +28,8 @@ def required_datasets(suite: Suite) -> dict[str, str]:
     """Each dataset the suite uses -> its host directory (one-line error if missing)."""
     needed: dict[str, set[str]] = {}
     for run in suite.runs:
-        needed.setdefault(run.dataset, {"test"}).add(run.spec["dataset"]["train_split"])
+        if not run.synthetic:  # generated in the workload: nothing to prepare or mount
+            needed.setdefault(run.dataset, {"test"}).add(run.spec["dataset"]["train_split"])
     return {name: str(data.require(name, splits=tuple(sorted(splits))))
             for name, splits in needed.items()}
 
@@ -76,7 +77,7 @@ def execute_runs(suite: Suite, backend: Backend, results: ResultsDir, data_dirs:
             for run in todo:
                 say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
                     f"{run.framework}/{run.api} on {run.spec['device']} ({backend.name})")
-                outcome = _run_one(run, backend, results, data_dirs[run.dataset],
+                outcome = _run_one(run, backend, results, data_dirs.get(run.dataset),
                                    environments[f"{run.framework}/{run.flavour}"], say)
                 say(f"    -> {outcome}")
     except KeyboardInterrupt:
@@ -139,10 +140,11 @@ def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict
     return environments
 
 
-def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_dir: str,
+def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_dir: str | None,
              environment: dict, say) -> str:
+    """host_data_dir: None for a synthetic run (nothing to mount)."""
     run_dir = results.run_dir(run.run_id)
-    spec = run.spec_for(backend.dataset_path(run, host_data_dir))
+    spec = run.spec_for(None if run.synthetic else backend.dataset_path(run, host_data_dir))
     problem = schema_error("spec", spec)
     if problem:  # the planner produced it: a bug here, not bad input
         raise AssertionError(f"generated spec for {run.run_id} is invalid: {problem}")

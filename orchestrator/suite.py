@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from workloads import data as workload_data
 from workloads.models import MODELS
 from workloads.registry import IMPLEMENTATIONS
 
@@ -23,6 +24,7 @@ SPEC_SCHEMA_VERSION = 1
 BUILTIN_DEFAULTS = {
     "workload": "mnist_cnn",
     "dataset": "fashion-mnist",
+    "synthetic": False,           # true: seeded generated data of the dataset's shapes
     "train_split": "train",
     "train_limit": None,
     "test_limit": None,
@@ -57,9 +59,14 @@ class PlannedRun:
     spec: dict = field(repr=False)  # spec.json minus dataset.path, which the backend sets
     monitor_interval: float = BUILTIN_DEFAULTS["monitor_interval"]
 
-    def spec_for(self, dataset_path: str) -> dict:
+    @property
+    def synthetic(self) -> bool:
+        """Generated data: the workload needs no dataset directory."""
+        return bool(self.spec["dataset"].get("synthetic"))
+
+    def spec_for(self, dataset_path: str | None) -> dict:
         spec = json.loads(json.dumps(self.spec))
-        spec["dataset"]["path"] = dataset_path
+        spec["dataset"]["path"] = None if self.synthetic else dataset_path
         return spec
 
     def to_dict(self) -> dict:
@@ -82,6 +89,17 @@ class Suite:
     @property
     def devices(self) -> set[str]:
         return {run.spec["device"] for run in self.runs}
+
+    def synthetic_only(self) -> "Suite":
+        """The suite's runs on synthetic data alone (`--synthetic-only`: a machine without
+        the dataset can still run the speed half of an input-bound suite)."""
+        runs = [run for run in self.runs if run.synthetic]
+        if not runs:
+            raise DlbenchError(f"{self.path}: --synthetic-only: no run of this suite uses "
+                               "synthetic data (give it `synthetic: true` or a `synthetic: "
+                               "[false, true]` matrix axis)")
+        return Suite(self.name, self.description, self.path, self.text, runs,
+                     self.cv_threshold, self.matrix_description)
 
 
 def _schema() -> dict:
@@ -135,6 +153,13 @@ def _check_names(settings: dict, where: str) -> None:
     if settings["workload"] not in MODELS:
         raise DlbenchError(f"{where}.workload: unknown workload '{settings['workload']}' "
                            f"(known: {', '.join(sorted(MODELS))})")
+    dataset = workload_data.DATASETS.get(settings["dataset"])
+    if dataset is None:
+        raise DlbenchError(f"{where}.dataset: unknown dataset '{settings['dataset']}' "
+                           f"(known: {', '.join(sorted(workload_data.DATASETS))})")
+    unfit = workload_data.model_fits(MODELS[settings["workload"]], dataset)
+    if unfit:
+        raise DlbenchError(f"{where}.dataset: {unfit}")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -211,7 +236,8 @@ def _spec(run_id: str, s: dict, repeat: int) -> dict:
         "schema_version": SPEC_SCHEMA_VERSION,
         "run_id": run_id,
         "framework": s["framework"], "api": s["api"], "workload": s["workload"],
-        "dataset": {"name": s["dataset"], "path": None, "train_split": s["train_split"],
+        "dataset": {"name": s["dataset"], "path": None, "synthetic": s["synthetic"],
+                    "train_split": s["train_split"],
                     "train_limit": s["train_limit"], "test_limit": s["test_limit"]},
         "batch_size": s["batch_size"], "epochs": s["epochs"],
         "learning_rate": s["learning_rate"], "optimizer": s["optimizer"],
@@ -231,6 +257,7 @@ def format_plan(suite: Suite) -> str:
         s = run.spec
         res = ", ".join(f"{k}={v}" for k, v in run.resources.items() if v is not None) or "-"
         split = "" if s["dataset"]["train_split"] == "train" else " (train on test split)"
+        split += " (synthetic)" if s["dataset"]["synthetic"] else ""
         limit = f"[:{s['dataset']['train_limit']}]" if s["dataset"]["train_limit"] else ""
         rows.append((run.run_id, f"{run.framework}/{run.api}", run.flavour, s["workload"],
                      f"{run.dataset}{limit}{split}", str(s["epochs"]), str(s["batch_size"]),

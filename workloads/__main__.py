@@ -3,6 +3,7 @@
 Two ways to say what to run:
   run --spec /results/<run_id>/spec.json          what the orchestrator writes
   run --dataset fashion-mnist --epochs 1 ...      by hand; the image's defaults fill the rest
+  run --workload cifar10_cnn --dataset cifar10 --synthetic    generated data, no files
 Results go to --out (default: the spec's directory, or /results/<run_id>).
 """
 from __future__ import annotations
@@ -27,8 +28,9 @@ def _spec_from_flags(args) -> dict:
         "schema_version": harness.SCHEMA_VERSION,
         "run_id": args.run_id or f"{framework}-{api}-{args.workload}-{stamp}",
         "framework": framework, "api": api, "workload": args.workload,
-        "dataset": {"name": args.dataset,
-                    "path": args.dataset_path or os.path.join("/data", args.dataset),
+        "dataset": {"name": args.dataset, "synthetic": args.synthetic,
+                    "path": None if args.synthetic else
+                    args.dataset_path or os.path.join("/data", args.dataset),
                     "train_split": args.train_split,
                     "train_limit": args.train_limit, "test_limit": args.test_limit},
         "batch_size": args.batch_size, "epochs": args.epochs,
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workload", default="mnist_cnn")
     run.add_argument("--dataset", default="fashion-mnist")
     run.add_argument("--dataset-path", help="default: /data/<dataset>")
+    run.add_argument("--synthetic", action="store_true",
+                     help="seeded generated data of the dataset's shapes (no files needed)")
     run.add_argument("--train-split", default="train", choices=["train", "test"])
     run.add_argument("--train-limit", type=int)
     run.add_argument("--test-limit", type=int)

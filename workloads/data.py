@@ -1,7 +1,10 @@
-"""Read IDX datasets (MNIST, Fashion-MNIST) into numpy arrays.
+"""Datasets as numpy arrays, in memory before any clock starts.
 
-The host prepares and verifies the files; here we only parse them. Both the
-plain and the gzip-compressed form of each file are accepted.
+The host prepares and verifies the files (orchestrator/data.py); here we only read
+them: IDX files (MNIST, Fashion-MNIST; plain or gzip-compressed), or the .npy arrays
+the host converted the official CIFAR / IMDB archives to once. `synthetic: true`
+generates arrays of the same shapes instead, seeded, and learnable (each class has
+its own pattern), so a speed run or a test needs no files and still trains.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import gzip
 import os
 import struct
 import zlib
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,6 +28,110 @@ SPLIT_FILES = {
 
 class DataError(Exception):
     """A dataset file is missing or malformed (message names the file)."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a workload sees of a dataset: one sample's shape and kind, and the split sizes."""
+    name: str
+    format: str                 # "idx" (IDX files) | "npy" ({split}-x.npy, {split}-y.npy)
+    sample_shape: tuple[int, ...]
+    kind: str                   # "image" (uint8 HWC on disk, float32 in [0, 1] here) | "tokens" (int32 ids)
+    classes: int
+    train: int
+    test: int
+    vocab_size: int | None = None  # tokens: ids are < vocab_size (0 padding, 1 start, 2 unknown)
+
+
+DATASETS = {d.name: d for d in (
+    DatasetInfo("mnist", "idx", (28, 28, 1), "image", 10, 60000, 10000),
+    DatasetInfo("fashion-mnist", "idx", (28, 28, 1), "image", 10, 60000, 10000),
+    DatasetInfo("cifar10", "npy", (32, 32, 3), "image", 10, 50000, 10000),
+    DatasetInfo("cifar100", "npy", (32, 32, 3), "image", 100, 50000, 10000),
+    DatasetInfo("imdb", "npy", (150,), "tokens", 2, 25000, 25000, vocab_size=30000),
+)}
+NPY_FILES = ("{split}-x.npy", "{split}-y.npy")
+
+
+def info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    return DATASETS[name]
+
+
+def load(dataset: dict, split: str, limit: int | None, seed: int):
+    """One split of a run's dataset (spec['dataset']): (x, y) with x float32 NHWC in [0, 1]
+    for images, int32 token ids for sequences, and y int64."""
+    ds = info(dataset["name"])
+    if dataset.get("synthetic"):
+        return synthetic_split(ds, split, limit, seed)
+    if ds.format == "idx":
+        return load_split(dataset["path"], split, limit)
+    return load_npy_split(ds, dataset["path"], split, limit)
+
+
+def load_npy_split(ds: DatasetInfo, directory: str, split: str, limit: int | None = None):
+    if split not in SPLIT_FILES:
+        raise DataError(f"{directory}: unknown split {split!r} (use train or test)")
+    x_path, y_path = (os.path.join(directory, n.format(split=split)) for n in NPY_FILES)
+    arrays = []
+    for path in (x_path, y_path):
+        try:  # mmap: a limit reads only the rows it keeps
+            arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing; prepare the dataset on the host with 'dlbench data "
+                            f"fetch {ds.name}' or 'dlbench data import {ds.name} FILE'") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+    x, y = arrays
+    if x.shape[1:] != ds.sample_shape or y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{x_path}: shape {x.shape} with {y.shape} labels; {ds.name} needs "
+                        f"(N, {', '.join(map(str, ds.sample_shape))}) and N labels")
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return _as_inputs(ds, np.asarray(x)), np.asarray(y, dtype=np.int64)
+
+
+def _as_inputs(ds: DatasetInfo, x: np.ndarray) -> np.ndarray:
+    if ds.kind == "tokens":
+        return x.astype(np.int32)
+    return x.astype(np.float32) / 255.0
+
+
+def synthetic_split(ds: DatasetInfo, split: str, limit: int | None, seed: int):
+    """Seeded arrays shaped like the real split. Every class has a pattern the model can
+    learn (an image prototype under noise; marker tokens among random words), so accuracy
+    rises above chance and a synthetic run still shows a model that trains. Train and test
+    draw different samples from the same class patterns."""
+    if split not in SPLIT_FILES:
+        raise DataError(f"synthetic {ds.name}: unknown split {split!r} (use train or test)")
+    n = getattr(ds, split) if limit is None else min(limit, getattr(ds, split))
+    patterns = np.random.default_rng([seed, 0])
+    rng = np.random.default_rng([seed, 1 if split == "train" else 2])
+    y = rng.integers(0, ds.classes, n)
+    if ds.kind == "tokens":
+        markers = 3 + np.arange(ds.classes * 10).reshape(ds.classes, 10)  # 10 words per class
+        x = rng.integers(3 + markers.size, ds.vocab_size, (n, *ds.sample_shape), dtype=np.int32)
+        length = ds.sample_shape[0]
+        # 8 of the class's words among the last 50 positions (real reviews are pre-padded)
+        where = np.argsort(rng.random((n, 50)), axis=1)[:, :8] + (length - 50)
+        x[np.arange(n)[:, None], where] = markers[y[:, None], rng.integers(0, 10, (n, 8))]
+        return x, y.astype(np.int64)
+    prototypes = patterns.random((ds.classes, *ds.sample_shape), dtype=np.float32)
+    x = rng.random((n, *ds.sample_shape), dtype=np.float32)  # in place: CIFAR's is 600 MB
+    x *= 0.5
+    x += 0.5 * prototypes[y]
+    return x, y.astype(np.int64)
+
+
+def model_fits(model, ds: DatasetInfo) -> str | None:
+    """Why a workload's model cannot take this dataset, or None when it can."""
+    if tuple(model.input_shape) != ds.sample_shape or model.classes != ds.classes:
+        return (f"workload {model.name} takes inputs of shape {tuple(model.input_shape)} in "
+                f"{model.classes} classes; dataset {ds.name} has {ds.sample_shape} in {ds.classes}")
+    if ds.vocab_size and getattr(model, "vocab_size", ds.vocab_size) < ds.vocab_size:
+        return f"workload {model.name} has a vocabulary of {model.vocab_size}; {ds.name} uses {ds.vocab_size}"
+    return None
 
 
 def read_idx(path: str) -> np.ndarray:

@@ -47,6 +47,7 @@ class Implementation:
     def __init__(self, spec: dict):
         self.spec = spec
         self.gpu = spec["device"] == "gpu"
+        self.model_spec = MODELS[spec["workload"]]  # what build() will be given
 
     # -- to implement -------------------------------------------------------
     def version(self) -> str:
@@ -57,7 +58,8 @@ class Implementation:
         raise NotImplementedError
 
     def build(self, model) -> int:
-        """Build model + optimizer for a `models.ConvNetSpec`; return the parameter count."""
+        """Build model + optimizer for a `models.ConvNetSpec` or `models.RecurrentSpec`;
+        return the number of trainable parameters."""
         raise NotImplementedError
 
     def train_epoch(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[float, float]:
@@ -157,9 +159,18 @@ def validate_spec(spec: dict) -> dict:
     if spec["workload"] not in MODELS:
         raise SpecError(f"spec field workload: unknown workload {spec['workload']!r} "
                         f"(known: {', '.join(sorted(MODELS))})")
+    try:
+        dataset = data_mod.info(spec["dataset"]["name"])
+    except data_mod.DataError as exc:
+        raise SpecError(f"spec field dataset.name: {exc}") from None
+    unfit = data_mod.model_fits(MODELS[spec["workload"]], dataset)
+    if unfit:
+        raise SpecError(f"spec field workload: {unfit}")
+    if not spec["dataset"].get("synthetic") and not spec["dataset"].get("path"):
+        raise SpecError("spec field dataset.path: needed unless dataset.synthetic is true")
     full = dict(spec)
     full["dataset"] = {"train_split": "train", "train_limit": None, "test_limit": None,
-                       **spec["dataset"]}
+                       "synthetic": False, "path": None, **spec["dataset"]}
     full.setdefault("precision", "fp32")
     full["threads"] = {"intra_op": None, "inter_op": None, **spec.get("threads", {})}
     full.setdefault("warmup_steps", 3)
@@ -307,15 +318,16 @@ class _Trainer:
 
         ds = spec["dataset"]
         t = time.perf_counter()
-        x_train, y_train = data_mod.load_split(ds["path"], ds["train_split"], ds["train_limit"])
-        x_test, y_test = data_mod.load_split(ds["path"], "test", ds["test_limit"])
-        if impl.data_layout == "NCHW":
+        x_train, y_train = data_mod.load(ds, ds["train_split"], ds["train_limit"], spec["seed"])
+        x_test, y_test = data_mod.load(ds, "test", ds["test_limit"], spec["seed"])
+        if impl.data_layout == "NCHW" and x_train.ndim == 4:  # images; token ids stay (N, T)
             x_train = np.ascontiguousarray(x_train.transpose(0, 3, 1, 2))
             x_test = np.ascontiguousarray(x_test.transpose(0, 3, 1, 2))
         data_load_s = time.perf_counter() - t
         metrics["dataset"] = {"name": ds["name"], "train_split": ds["train_split"],
+                              "synthetic": ds["synthetic"],
                               "train_samples": int(len(x_train)), "test_samples": int(len(x_test)),
-                              "layout": impl.data_layout}
+                              "layout": impl.data_layout if x_train.ndim == 4 else "NT"}
         bs, n_train = spec["batch_size"], len(x_train)
         metrics["hyperparameters"] = {
             "batch_size": bs, "epochs": spec["epochs"], "learning_rate": spec["learning_rate"],

@@ -8,7 +8,7 @@ import random
 import keras
 
 from .harness import Implementation as Base
-from .keras_model import compiled_sequential, evaluate, fit_epoch
+from .keras_model import compiled_sequential, evaluate, fit_epoch, lstm_options
 from .xla_threads import limit_xla_cpu_threads
 
 BACKEND = keras.config.backend()
@@ -40,7 +40,7 @@ class Implementation(Base):
         elif BACKEND == "torch":
             fw.manual_seed(self.spec["seed"])
         return {**options, "keras_version": keras.__version__, "jit_compile_option": jit,
-                "jit_compile": self.jit_compile}
+                "jit_compile": self.jit_compile, **lstm_options(self.model_spec, self.gpu)}
 
     def _setup_jax(self, intra, inter):
         pool = limit_xla_cpu_threads(intra)  # before the first JAX operation starts XLA

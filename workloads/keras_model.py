@@ -1,27 +1,44 @@
-"""The MNIST CNN as a Keras Sequential (and compiled, with Keras' own fit/evaluate),
-shared by every file that builds it with Keras layers: tf.keras in the TensorFlow files
-(Keras 2 in the legacy image), Keras 3 on any backend in keras_backends.py. The caller
-passes its own `keras` module. Glorot-uniform kernels and zero biases (Keras' defaults)."""
-from .models import ADAM
+"""The models as a Keras Sequential (and compiled, with Keras' own fit/evaluate), shared by
+every file that builds them with Keras layers: tf.keras in the TensorFlow files (Keras 2 in
+the legacy image), Keras 3 on any backend in keras_backends.py. The caller passes its own
+`keras` module. Keras' default initialisers (the ones models.py names), each seeded."""
+from .models import ADAM, EMBEDDING_INIT_RANGE, RecurrentSpec
 
 
 def sequential(keras, m, seed):
-    """The CNN as a Keras Sequential. Each Glorot-uniform initialiser has its own seed, so
-    the initial weights depend on the seed alone (not on graph or op order: the Estimator
-    builds a new graph for every call)."""
+    """The model as a Keras Sequential. Every initialiser has its own seed, so the initial
+    weights depend on the seed alone (not on graph or op order: the Estimator builds a new
+    graph for every call)."""
+    seeds = iter(range(seed, seed + 100))
+    glorot = lambda: keras.initializers.GlorotUniform(seed=next(seeds))  # noqa: E731
     layers = keras.layers
-    glorot = [keras.initializers.GlorotUniform(seed=seed + i) for i in range(4)]
-    (c1, k1), (c2, k2) = m.conv_layers
+    if isinstance(m, RecurrentSpec):  # Keras' LSTM: one bias per gate, forget gate's at 1
+        body = [layers.Embedding(m.vocab_size, m.embedding_dim, embeddings_initializer=keras.initializers.RandomUniform(
+                    -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE, seed=next(seeds))),
+                layers.LSTM(m.hidden_units, kernel_initializer=glorot(),
+                            recurrent_initializer=keras.initializers.Orthogonal(seed=next(seeds)))]
+        return keras.Sequential([keras.Input(shape=m.input_shape, dtype=m.input_dtype), *body,
+                                 layers.Dense(m.classes, kernel_initializer=glorot())])
+    body = []
+    for block in m.blocks:
+        body += [layers.Conv2D(filters, kernel, padding=block.padding, activation="relu",
+                               kernel_initializer=glorot()) for filters, kernel in block.convs]
+        body.append(layers.MaxPooling2D(block.pool))
+        if block.dropout:
+            body.append(layers.Dropout(block.dropout))
     return keras.Sequential([
-        keras.Input(shape=m.input_shape),
-        layers.Conv2D(c1, k1, activation="relu", kernel_initializer=glorot[0]),
-        layers.MaxPooling2D(m.pool),
-        layers.Conv2D(c2, k2, activation="relu", kernel_initializer=glorot[1]),
-        layers.MaxPooling2D(m.pool),
-        layers.Flatten(),
-        layers.Dense(m.dense_units, activation="relu", kernel_initializer=glorot[2]),
+        keras.Input(shape=m.input_shape), *body, layers.Flatten(),
+        layers.Dense(m.dense_units, activation="relu", kernel_initializer=glorot()),
         layers.Dropout(m.dropout),
-        layers.Dense(m.classes, kernel_initializer=glorot[3])])
+        layers.Dense(m.classes, kernel_initializer=glorot())])
+
+
+def lstm_options(m, gpu):
+    """What runs the LSTM (recorded in metrics.json); empty for the CNNs."""
+    if not isinstance(m, RecurrentSpec):
+        return {}
+    return {"lstm_kernel": "keras.layers.LSTM: cuDNN-fused on GPU (default activations, "
+                           "no mask)" if gpu else "keras.layers.LSTM: generic kernel (CPU)"}
 
 
 def compiled_sequential(keras, m, seed, learning_rate, jit_compile="auto"):

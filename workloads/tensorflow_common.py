@@ -9,6 +9,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from .harness import Implementation as Base
+from .keras_model import lstm_options
 
 
 class TensorFlowBase(Base):
@@ -32,7 +33,8 @@ class TensorFlowBase(Base):
         self.device = "/GPU:0" if self.gpu else "/CPU:0"
         return {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-                "keras_version": dist_version("keras"), "gpu_memory_growth": bool(gpus)}
+                "keras_version": dist_version("keras"), "gpu_memory_growth": bool(gpus),
+                **lstm_options(self.model_spec, self.gpu)}
 
     def synchronize(self):
         if self.gpu:

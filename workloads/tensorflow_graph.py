@@ -14,6 +14,6 @@ class Implementation(tensorflow_eager.Implementation):
 
     def compile(self, step):
         # batch dimension left open: one trace serves the smaller last batch too
-        signature = [tf.TensorSpec((None, *self.model.input_shape[1:]), tf.float32),
+        signature = [tf.TensorSpec((None, *self.model.input_shape[1:]), self.model.inputs[0].dtype),
                      tf.TensorSpec((None,), tf.int64)]
         return tf.function(step, input_signature=signature, jit_compile=self.jit_compile)

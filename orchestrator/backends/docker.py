@@ -148,7 +148,8 @@ class DockerBackend(Backend):
             labels={"org.dlbench.run-id": run.run_id, "org.dlbench.session": self.session,
                     RESULTS_LABEL: str(run_dir.path.parent.parent)},
             volumes={
-                str(host_data_dir): {"bind": self.dataset_path(run, host_data_dir), "mode": "ro"},
+                **({} if run.synthetic else {   # synthetic data is generated inside
+                    str(host_data_dir): {"bind": self.dataset_path(run, host_data_dir), "mode": "ro"}}),
                 str(run_dir.path): {"bind": f"{CONTAINER_RESULTS}/{run.run_id}", "mode": "rw"},
             },
             user=f"{user}:{user}",

@@ -7,19 +7,48 @@ import pytest
 
 from workloads import harness
 from workloads.loc import logical_lines, logical_lines_of_implementation
-from workloads.models import MNIST_CNN
+from workloads.models import CIFAR10_CNN, CIFAR100_CNN, IMDB_LSTM, MNIST_CNN, MODELS
 
 
 def test_mnist_cnn_flatten_and_parameter_arithmetic():
     m = MNIST_CNN
     assert m.flatten_size() == 1600
-    (c1, k1), (c2, k2) = m.conv_layers
+    (_, c1, k1, _), (_, c2, k2, _) = m.conv_layers()
     conv1 = k1 * k1 * m.input_shape[2] * c1 + c1
     conv2 = k2 * k2 * c1 * c2 + c2
     dense = m.flatten_size() * m.dense_units + m.dense_units
     out = m.dense_units * m.classes + m.classes
     assert (conv1, conv2, dense, out) == (832, 18_496, 1_639_424, 10_250)
-    assert conv1 + conv2 + dense + out == m.parameters == 1_669_002
+    assert conv1 + conv2 + dense + out == m.parameters == m.count_parameters() == 1_669_002
+
+
+def test_cifar_cnn_layers_and_parameters():
+    m = CIFAR10_CNN  # the Rosetta Stone CIFAR-10 network: 'same' convs keep 32x32, two pools
+    assert list(m.conv_layers()) == [(3, 50, 3, "same"), (50, 50, 3, "same"),
+                                     (50, 100, 3, "same"), (100, 100, 3, "same")]
+    assert m.flatten_size() == 8 * 8 * 100
+    convs = 1_400 + 22_550 + 45_100 + 90_100
+    assert m.parameters == m.count_parameters() == convs + 6_400 * 512 + 512 + 512 * 10 + 10
+    assert CIFAR100_CNN.parameters == CIFAR100_CNN.count_parameters() == \
+        m.parameters - 5_130 + 512 * 100 + 100
+
+
+def test_lstm_parameters_are_keras_single_bias_form():
+    m = IMDB_LSTM
+    embedding, lstm, dense = 30_000 * 125, 4 * (125 * 100 + 100 * 100 + 100), 100 * 2 + 2
+    assert m.parameters == m.count_parameters() == embedding + lstm + dense == 3_840_602
+    assert m.input_shape == (150,) and m.input_dtype == "int32"
+
+
+def test_every_model_fits_its_dataset_and_no_other_shape():
+    from workloads import data
+
+    fits = {"mnist_cnn": "fashion-mnist", "cifar10_cnn": "cifar10", "cifar100_cnn": "cifar100",
+            "imdb_lstm": "imdb"}
+    for name, model in MODELS.items():
+        assert data.model_fits(model, data.DATASETS[fits[name]]) is None
+    assert "has (32, 32, 3) in 100" in data.model_fits(CIFAR10_CNN, data.DATASETS["cifar100"])
+    assert data.model_fits(MNIST_CNN, data.DATASETS["mnist"]) is None
 
 
 def test_logical_lines_skip_comments_docstrings_blank_and_continuations():

@@ -1,0 +1,44 @@
+"""The input-bound check: the same run on real and on synthetic data (a suite's
+`synthetic: [false, true]` axis). Synthetic data is generated in the workload, so it costs
+no file reading or decoding; when the real-data run trains markedly slower, the framework
+is limited by its input, not by compute. Pairs are groups of repeats that differ only in
+`synthetic`; the ratio is of their mean throughputs."""
+from __future__ import annotations
+
+from .groups import Group, ok_groups
+
+# Real-data throughput below this fraction of the synthetic one counts as input-bound:
+# run-to-run noise on a shared CPU is a few percent, so only a clear gap says anything.
+INPUT_BOUND_BELOW = 0.90
+
+
+def _pair_key(g: Group) -> tuple:
+    return (*g.identity[:5], g.dataset, repr(sorted(g.options.items())))
+
+
+def _mean_timing(g: Group, key: str) -> float | None:
+    values = [r["metrics"]["timing"].get(key) for r in g.rows]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def analyse(rows: list[dict]) -> list[dict]:
+    """One entry per real/synthetic pair, in suite order."""
+    groups = ok_groups(rows)
+    synthetic = {_pair_key(g): g for g in groups if g.synthetic}
+    pairs = []
+    for real in (g for g in groups if not g.synthetic):
+        twin = synthetic.get(_pair_key(real))
+        real_rate, synthetic_rate = real.mean("images_per_s"), twin and twin.mean("images_per_s")
+        if not twin or not real_rate or not synthetic_rate:
+            continue
+        ratio = real_rate / synthetic_rate
+        pairs.append({
+            "label": real.label.replace(" real", ""), "dataset": real.dataset,
+            "workload": real.workload, "real_run_ids": [r["run_id"] for r in real.rows],
+            "synthetic_run_ids": [r["run_id"] for r in twin.rows],
+            "real_images_per_s": real_rate, "synthetic_images_per_s": synthetic_rate,
+            "real_data_load_s": _mean_timing(real, "data_load_s"),
+            "synthetic_data_load_s": _mean_timing(twin, "data_load_s"),
+            "ratio": ratio, "input_bound": ratio < INPUT_BOUND_BELOW})
+    return pairs

@@ -20,7 +20,8 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
         description="Datasets are fetched or imported once into the host cache, checked "
                     "against published checksums, and mounted read-only into runs.")
     sub = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
-    names = sorted(data.DATASETS)
+    names = data.names()
+    archives = sorted(data.data_archives.ARCHIVES.values(), key=lambda a: a.name)
 
     p = sub.add_parser("list", help="known datasets, where they are, which splits")
     p.set_defaults(func=cmd_list)
@@ -28,21 +29,26 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download a dataset into the cache (needs internet)")
     p.add_argument("name", choices=names, metavar="NAME", help=" | ".join(names))
     p.add_argument("--mirror", action="append", metavar="URL",
-                   help="base URL holding the .gz files (repeatable; default: "
+                   help="base URL holding the files as published (repeatable; default: "
                         "$DLBENCH_DATA_MIRROR or the public mirrors)")
     p.add_argument("--split", action="append", choices=data.SPLITS,
-                   help="only this split (repeatable; default: all)")
+                   help="only this split (repeatable; default: all; an archive dataset is "
+                        "downloaded and converted whole)")
     p.add_argument("--force", action="store_true",
                    help="download into the cache even if the dataset is available elsewhere")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("import", help="copy a dataset you already have into the cache")
     p.add_argument("name", choices=names, metavar="NAME", help=" | ".join(names))
-    p.add_argument("directory", metavar="DIR",
-                   help="directory holding the IDX files (.gz as published, or uncompressed)")
+    p.add_argument("directory", metavar="DIR|FILE",
+                   help=f"{', '.join(sorted(data.DATASETS))}: the directory holding the IDX files "
+                        "(.gz as published, or uncompressed); "
+                        + ", ".join(f"{a.name}: {a.filename}" for a in archives)
+                        + " (the archive as published; checked, then converted to .npy once)")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("verify", help="check every file of a dataset against its checksums")
+    p = sub.add_parser("verify", help="check every file of a dataset against its checksums "
+                                      "(converted datasets: against their manifest.json)")
     p.add_argument("name", choices=names, metavar="NAME", help=" | ".join(names))
     p.add_argument("--dir", metavar="DIR", help="verify this directory instead of the located one")
     p.set_defaults(func=cmd_verify)
@@ -68,9 +74,9 @@ def cmd_list(args) -> int:
 class _Progress:
     """One updating line on a terminal; silence otherwise (logs stay readable)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr     # looked up now, not when the module was imported
+        self.tty = self.stream.isatty()
 
     def __call__(self, filename: str, done: int, total: int | None) -> None:
         if not self.tty:
@@ -124,15 +130,14 @@ def cmd_verify(args) -> int:
     check = data.verify_dir(ds.name, directory)
     for c in check.files:
         if c.path is None:
-            print(f"  missing  {c.spec.filename}")
+            print(f"  missing  {c.filename}")
         elif c.ok:
             print(f"  ok       {c.path.name}  ({c.method})")
         else:
             print(f"  BAD      {c.path.name}  {c.problem}")
     if check.bad:
         first = check.bad[0]
-        raise DlbenchError(f"{first.path}: {first.problem}; delete it and run "
-                           f"'dlbench data fetch {ds.name}' or 'dlbench data import {ds.name} DIR'")
+        raise DlbenchError(f"{first.path}: {first.problem}; {ds.how_to_repair()}")
     if not check.splits:
         raise DlbenchError(f"{check.directory}: no complete {ds.name} split; {ds.how_to_get()}")
     print(f"{ds.name}: {_splits(check.splits)} verified in {check.directory}")

@@ -1,9 +1,13 @@
 """Datasets, prepared once on the host and mounted read-only into containers.
 
 Containers never download: a run gets a directory that already holds verified
-IDX files (``/data``, read-only). This module knows which files make up each
-dataset and their checksums, finds a directory that holds them, downloads them
-(``fetch``) or copies them from a directory the user has (``import_dir``).
+files (``/data``, read-only). This module knows which files make up each IDX
+dataset (MNIST, Fashion-MNIST) and their checksums, finds a directory that holds
+them, downloads them (``fetch``) or copies them from a directory the user has
+(``import_dir``). Datasets published as one archive (CIFAR-10/100, IMDB) are
+converted once to .npy arrays by orchestrator.data_archives; the public
+functions here (get, locate, require, status, verify_dir, fetch, import_dir)
+dispatch to it for those names, so callers need not tell the kinds apart.
 
 What counts as "the right file"
 -------------------------------
@@ -106,6 +110,10 @@ class Dataset:
             ways.append(f"'apt-get install {self.apt_package}'")
         return "get it with " + ", ".join(ways[:-1]) + " or " + ways[-1]
 
+    def how_to_repair(self) -> str:
+        """What to do about a file that failed verification."""
+        return f"delete it and run 'dlbench data fetch {self.name}' or 'dlbench data import {self.name} DIR'"
+
 
 def _image(split, n, md5, sha256, content, size):
     name = f"{'t10k' if split == 'test' else 'train'}-images-idx3-ubyte.gz"
@@ -180,11 +188,24 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-def get(name: str) -> Dataset:
-    try:
+def get(name: str) -> "Dataset | data_archives.ArchiveDataset":
+    """An IDX Dataset or a data_archives.ArchiveDataset; both have name, title, splits,
+    mirrors, system_dirs, how_to_get() and how_to_repair()."""
+    if name in DATASETS:
         return DATASETS[name]
-    except KeyError:
-        raise DlbenchError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}") from None
+    if name in data_archives.ARCHIVES:
+        return data_archives.ARCHIVES[name]
+    raise DlbenchError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))} (IDX files), "
+                       f"{', '.join(sorted(data_archives.ARCHIVES))} (converted from one archive)")
+
+
+def names() -> list[str]:
+    """Every known dataset, IDX or archive."""
+    return sorted([*DATASETS, *data_archives.ARCHIVES])
+
+
+def _is_archive(name: str) -> bool:
+    return get(name).name in data_archives.ARCHIVES
 
 
 def cache_path(name: str) -> Path:
@@ -264,6 +285,8 @@ def _header_ok(path: Path, f: DataFile) -> bool:
 def complete_splits(name: str, directory: Path) -> tuple[str, ...]:
     """Splits whose images and labels are both present in ``directory`` with the
     right IDX header (not a checksum: see verify_dir)."""
+    if _is_archive(name):
+        return data_archives.complete_splits(name, directory)
     ds = get(name)
     complete = []
     for split in ds.splits:
@@ -310,7 +333,7 @@ def require(name: str, splits: Iterable[str] = SPLITS) -> Path:
 def status() -> list[tuple[str, DatasetLocation | None, tuple[str, ...]]]:
     """(name, best location or None, complete splits) for every known dataset."""
     rows = []
-    for name in sorted(DATASETS):
+    for name in names():
         loc = locate(name)
         rows.append((name, loc, loc.splits if loc else ()))
     return rows
@@ -329,6 +352,10 @@ class FileCheck:
     md5: str = ""
     sha256: str = ""
     content_sha256: str = ""
+
+    @property
+    def filename(self) -> str:
+        return self.spec.filename
 
 
 def _hash_file(path: Path) -> tuple[str, str]:
@@ -410,9 +437,11 @@ class DirCheck:
         return [c for c in self.files if c.path is not None and not c.ok]
 
 
-def verify_dir(name: str, directory: Path | str) -> DirCheck:
+def verify_dir(name: str, directory: Path | str) -> "DirCheck | data_archives.ConvertedCheck":
     """Full checksum check of every dataset file present in ``directory`` (the
     files workloads.data would open); missing files are reported, not raised."""
+    if _is_archive(name):
+        return data_archives.verify_dir(name, directory)
     ds = get(name)
     directory = Path(directory)
     result = DirCheck(ds.name, directory)
@@ -510,6 +539,8 @@ def fetch(name: str, progress: ProgressFn | None = None, mirrors: Iterable[str] 
     holds unverified, trying mirrors in order. A checksum mismatch or network
     failure on every mirror raises a one-line DlbenchError; files already
     verified stay, so a re-run resumes."""
+    if _is_archive(name):
+        return data_archives.fetch(name, progress, mirrors, splits, timeout)
     ds = get(name)
     want = _check_splits(ds, splits)
     bases = mirror_urls(name, mirrors)
@@ -574,7 +605,10 @@ def import_dir(name: str, source_dir: Path | str) -> ImportResult:
     """Copy a dataset the user already has into the cache. Every known file found
     is verified first (a wrong or corrupt one is an error naming it, and nothing
     is copied); at least one complete split is required; other files in the
-    directory (READMEs, checksum lists) are ignored."""
+    directory (READMEs, checksum lists) are ignored. For an archive dataset,
+    ``source_dir`` is the archive file (or a directory holding it)."""
+    if _is_archive(name):
+        return data_archives.import_file(name, source_dir)
     ds = get(name)
     source = Path(source_dir).expanduser()
     if not source.is_dir():
@@ -627,3 +661,7 @@ def _copier(path: Path) -> Callable[[object], None]:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=6) as gz:
                     shutil.copyfileobj(src, gz, CHUNK)
     return write
+
+
+# Last: data_archives imports the helpers above from this module.
+from . import data_archives  # noqa: E402

@@ -37,7 +37,6 @@ import re
 import secrets
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import zipfile
 import zlib
@@ -356,13 +355,14 @@ def _convert_imdb(fh, ds: ArchiveDataset, settings: dict) -> dict[str, np.ndarra
     arrays = _read_npz(fh, ("x_train", "y_train", "x_test", "y_test"))
     # load_data shuffles train, then test, with one RandomState(seed) (a frozen stream)
     rng = np.random.RandomState(settings["seed"])
+    classes = ds.info.classes
     out = {}
     for split in SPLITS:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 1 or y.shape != x.shape:
             raise ConversionError(f"x_{split}.npy, y_{split}.npy: {x.shape} reviews with {y.shape} labels")
-        if len(y) and (y.dtype.kind not in "iub" or y.min() < 0 or y.max() > 1):
-            raise ConversionError(f"y_{split}.npy: labels are not 0/1")
+        if len(y) and (y.dtype.kind not in "iub" or y.min() < 0 or y.max() >= classes):
+            raise ConversionError(f"y_{split}.npy: labels are not in 0..{classes - 1}")
         order = np.arange(len(x))
         rng.shuffle(order)
         x_name, y_name = npy_names(split)

@@ -11,6 +11,7 @@ from orchestrator import equivalence
 from orchestrator.backends.docker import DockerBackend
 from orchestrator.images import BuildOptions
 from orchestrator.paths import WORKLOADS_DIR
+from workloads.models import MODELS
 from orchestrator.runner import run_suite
 from workloads.registry import IMPLEMENTATIONS
 
@@ -19,23 +20,27 @@ from .helpers import dlbench, runs
 pytestmark = [pytest.mark.docker, pytest.mark.framework]
 
 
-def test_check_passes_for_every_row_in_its_own_image(base_image, tmp_path):
+def test_check_passes_for_every_row_and_workload_in_its_own_image(base_image, tmp_path):
     result = dlbench("check", "--backend", "docker", "--results", tmp_path,
                      env={"DLBENCH_BASE_IMAGE": base_image}, timeout=3600)
+    total = len(IMPLEMENTATIONS) * len(equivalence.CHECK_DATA)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
-    assert f"equivalence: {len(IMPLEMENTATIONS)} of {len(IMPLEMENTATIONS)} ok" in result.stdout
+    assert f"equivalence: {total} of {total} ok" in result.stdout
     results = next(tmp_path.iterdir())
     seen = set()
     for run in runs(results).values():
         m = run["metrics"]
-        seen.add((m["framework"]["name"], m["framework"]["api"]))
-        assert m["model"]["parameters"] == 1_669_002
+        seen.add((m["framework"]["name"], m["framework"]["api"], m["workload"]))
+        assert m["model"]["parameters"] == MODELS[m["workload"]].parameters
+        assert m["dataset"]["synthetic"] == (m["workload"] != "mnist_cnn")
         assert m["lines_of_code"] > 0 and m["options"]["data_layout"] in ("NCHW", "NHWC")
-    assert seen == set(IMPLEMENTATIONS)
+        if m["workload"] == "imdb_lstm":  # which LSTM kernel ran is on record everywhere
+            assert m["options"]["lstm_kernel"], m["framework"]
+    assert seen == {(f, a, w) for f, a in IMPLEMENTATIONS for w in equivalence.CHECK_DATA}
     # the same results judged again, later, give the same answer
     again = dlbench("check", "--judge", results)
     assert again.returncode == 0
-    assert f"equivalence: {len(IMPLEMENTATIONS)} of {len(IMPLEMENTATIONS)} ok" in again.stdout
+    assert f"equivalence: {total} of {total} ok" in again.stdout
 
 
 class ChangedFileBackend(DockerBackend):

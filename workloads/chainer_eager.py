@@ -1,4 +1,6 @@
 """Chainer, define-by-run training loop (CPU: numpy + its OpenBLAS)."""
+import itertools
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
@@ -6,25 +8,56 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from .harness import Implementation as Base, batches
-from .models import ADAM
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+
+GLOROT = {"initialW": chainer.initializers.GlorotUniform(), "initial_bias": 0}
 
 
-class Net(chainer.Chain):
+class ConvNet(chainer.Chain):
     def __init__(self, m):
         super().__init__()
-        self.pool, self.dropout = m.pool, m.dropout
-        glorot = {"initialW": chainer.initializers.GlorotUniform(), "initial_bias": 0}
-        channels = [m.input_shape[2]] + [filters for filters, _ in m.conv_layers]
+        self.m = m
         with self.init_scope():
-            self.convs = chainer.ChainList(*[L.Convolution2D(c_in, c_out, k, **glorot) for c_in, (c_out, k)
-                                             in zip(channels, m.conv_layers)])
-            self.hidden = L.Linear(m.flatten_size(), m.dense_units, **glorot)
-            self.out = L.Linear(m.dense_units, m.classes, **glorot)
+            self.convs = chainer.ChainList(*[
+                L.Convolution2D(c_in, c_out, k, pad=k // 2 if padding == "same" else 0, **GLOROT)
+                for c_in, c_out, k, padding in m.conv_layers()])
+            self.hidden = L.Linear(m.flatten_size(), m.dense_units, **GLOROT)
+            self.out = L.Linear(m.dense_units, m.classes, **GLOROT)
 
     def forward(self, x):
-        for conv in self.convs:  # cover_all=False: floor, as Keras' valid pooling
-            x = F.max_pooling_2d(F.relu(conv(x)), self.pool, cover_all=False)
-        return self.out(F.dropout(F.relu(self.hidden(x)), self.dropout))  # dropout only if config.train
+        convs = iter(self.convs)
+        for block in self.m.blocks:  # each block takes its own convolutions from the iterator
+            for conv in itertools.islice(convs, len(block.convs)):
+                x = F.relu(conv(x))
+            x = F.max_pooling_2d(x, block.pool, cover_all=False)  # cover_all=False: floor, as Keras
+            if block.dropout:
+                x = F.dropout(x, block.dropout)
+        return self.out(F.dropout(F.relu(self.hidden(x)), self.m.dropout))  # dropout only if config.train
+
+
+class Recurrent(chainer.Chain):
+    """Embedding -> LSTM, its last hidden state -> Dense."""
+
+    def __init__(self, m):
+        super().__init__()
+        e, h = m.embedding_dim, m.hidden_units
+        with self.init_scope():
+            uniform = chainer.initializers.Uniform(EMBEDDING_INIT_RANGE)
+            self.embed = L.EmbedID(m.vocab_size, e, initialW=uniform)
+            # Keras' LSTM form: one bias per gate (upward's; lateral has none), the forget gate's 1
+            self.lstm = L.LSTM(e, h, upward_init=0, lateral_init=0, forget_bias_init=LSTM_FORGET_BIAS)
+            self.out = L.Linear(h, m.classes, **GLOROT)
+        # L.LSTM would draw each gate's (h, in) block apart; Keras draws each whole matrix. Glorot
+        # over upward's (4h, e) has the fans of Keras' (e, 4h) kernel; orthogonal columns of
+        # lateral's (4h, h) are Keras' orthogonal rows (Chainer's default scale is 1.1)
+        chainer.initializers.GlorotUniform()(self.lstm.upward.W.array)
+        chainer.initializers.Orthogonal(scale=1.0)(self.lstm.lateral.W.array)
+
+    def forward(self, tokens):
+        self.lstm.reset_state()
+        for x in F.separate(self.embed(tokens), axis=1):  # all steps, no masking
+            h = self.lstm(x)
+        return self.out(h)
 
 
 class Implementation(Base):
@@ -40,10 +73,13 @@ class Implementation(Base):
         blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
         return {"intra_op_threads": blas[0] if blas else None, "inter_op_threads": None,
                 "use_ideep": chainer.config.use_ideep, "type_check": chainer.config.type_check,
-                "dtype": str(chainer.config.dtype)}
+                "dtype": str(chainer.config.dtype),
+                # L.LSTM stepped over time beats L.NStepLSTM on CPU: without cuDNN the latter
+                # restacks its eight weight matrices at every step (about 2x slower here)
+                "lstm_kernel": "L.LSTM stepped over time (F.lstm, numpy)"}
 
     def build(self, m):
-        self.model = Net(m)
+        self.model = (Recurrent if isinstance(m, RecurrentSpec) else ConvNet)(m)
         self.optimizer = chainer.optimizers.Adam(
             alpha=self.spec["learning_rate"], beta1=ADAM["beta_1"], beta2=ADAM["beta_2"], eps=ADAM["epsilon"])
         self.optimizer.setup(self.model)

@@ -4,6 +4,7 @@ Linen rather than NNX: the model is a pure function of an explicit parameter pyt
 a train step is one plain jax.jit of (parameters, optimizer state, batch), the way JAX
 itself is written; NNX's stateful modules go through nnx.jit, which walks the object
 graph in Python on every call, a per-step cost this small model would feel."""
+import math
 import os
 
 import flax
@@ -14,11 +15,16 @@ import optax
 from flax import linen as nn
 
 from .harness import Implementation as Base, batches
-from .models import ADAM
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 from .xla_threads import limit_xla_cpu_threads
 
 # Keras' init everywhere; flax's own default kernel init is lecun_normal.
 KERAS_INIT = {"kernel_init": nn.initializers.glorot_uniform(), "bias_init": nn.initializers.zeros}
+
+
+def symmetric_uniform(limit):
+    """Uniform in [-limit, limit] (flax's initializers.uniform draws from [0, scale))."""
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
 class CNN(nn.Module):
@@ -26,13 +32,40 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        pool = (self.m.pool, self.m.pool)
-        for filters, kernel in self.m.conv_layers:
-            x = nn.relu(nn.Conv(filters, (kernel, kernel), padding="VALID", **KERAS_INIT)(x))
-            x = nn.max_pool(x, pool, strides=pool)
+        for block in self.m.blocks:
+            for filters, kernel in block.convs:
+                conv = nn.Conv(filters, (kernel, kernel), padding=block.padding.upper(), **KERAS_INIT)
+                x = nn.relu(conv(x))
+            x = nn.max_pool(x, (block.pool, block.pool), strides=(block.pool, block.pool))
+            if block.dropout:
+                x = nn.Dropout(block.dropout, deterministic=not train)(x)
         x = nn.relu(nn.Dense(self.m.dense_units, **KERAS_INIT)(x.reshape((x.shape[0], -1))))
         x = nn.Dropout(self.m.dropout, deterministic=not train)(x)
         return nn.Dense(self.m.classes, **KERAS_INIT)(x)
+
+
+class LSTMClassifier(nn.Module):
+    m: object  # a models.RecurrentSpec
+
+    @nn.compact
+    def __call__(self, x, train):
+        e, h = self.m.embedding_dim, self.m.hidden_units
+        x = nn.Embed(self.m.vocab_size, e, embedding_init=symmetric_uniform(EMBEDDING_INIT_RANGE))(x)
+        # The cell keeps one (E, H) / (H, H) kernel per gate (hidden ones with the bias: one
+        # bias per gate, as in Keras) and initialises each alone. Keras' Glorot limit over the
+        # whole (E, 4H) kernel is sqrt(6 / (E + 4H)); orthogonal blocks scaled by 1/2 make the
+        # (H, 4H) recurrent kernel row-orthonormal, as Keras' is (though not Haar-distributed).
+        cell = nn.OptimizedLSTMCell(h, kernel_init=symmetric_uniform(math.sqrt(6 / (e + 4 * h))),
+                                    recurrent_kernel_init=nn.initializers.orthogonal(0.5))
+        x = nn.RNN(cell)(x)[:, -1]  # last hidden state, all steps (no masking)
+        return nn.Dense(self.m.classes, **KERAS_INIT)(x)
+
+
+def with_forget_bias(params):
+    """Keras' unit_forget_bias: the cell's bias_init cannot tell the gates apart."""
+    flat = flax.traverse_util.flatten_dict(params)
+    return flax.traverse_util.unflatten_dict(
+        {k: v + LSTM_FORGET_BIAS if k[-2:] == ("hf", "bias") else v for k, v in flat.items()})
 
 
 def zero_totals():
@@ -52,15 +85,21 @@ class Implementation(Base):
         self.device = jax.devices("gpu" if self.gpu else "cpu")[0]
         jax.config.update("jax_default_device", self.device)
         self.init_key, self.dropout_key = jax.random.split(jax.random.key(self.spec["seed"]))
-        return {"intra_op_threads": pool, "inter_op_threads": None, "jit": True,
-                "platform": self.device.platform, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                "flax_api": "linen", "flax_version": flax.__version__,
-                "optax_version": optax.__version__}
+        options = {"intra_op_threads": pool, "inter_op_threads": None, "jit": True,
+                   "platform": self.device.platform, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                   "flax_api": "linen", "flax_version": flax.__version__,
+                   "optax_version": optax.__version__}
+        if isinstance(self.model_spec, RecurrentSpec):  # XLA on GPU too: no cuDNN RNN here
+            options["lstm_kernel"] = "flax OptimizedLSTMCell in nn.RNN (lax.scan, XLA-compiled)"
+        return options
 
     def build(self, m):
-        self.model = CNN(m)
-        sample = jnp.zeros((1, *m.input_shape))
+        recurrent = isinstance(m, RecurrentSpec)
+        self.model = LSTMClassifier(m) if recurrent else CNN(m)
+        sample = jnp.zeros((1, *m.input_shape), m.input_dtype)
         params = self.model.init(self.init_key, sample, train=False)["params"]
+        if recurrent:
+            params = with_forget_bias(params)
         self.tx = optax.adam(self.spec["learning_rate"], b1=ADAM["beta_1"], b2=ADAM["beta_2"],
                              eps=ADAM["epsilon"])
         self.state = (params, self.tx.init(params), jnp.zeros((), jnp.uint32))  # + step count

@@ -1,6 +1,7 @@
 """MXNet Gluon: HybridSequential + Trainer, hybridized (compiled graph) by default."""
 import ctypes
 import glob
+import itertools
 import os
 import sysconfig
 
@@ -24,10 +25,10 @@ def preload_cuda_wheels():
 preload_cuda_wheels()
 import mxnet as mx  # noqa: E402 - after the preload
 from mxnet import autograd, gluon
-from mxnet.gluon import nn
+from mxnet.gluon import nn, rnn
 
 from .harness import Implementation as Base, batches
-from .models import ADAM
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 
 
 def omp_threads_in_force():
@@ -57,20 +58,24 @@ class Implementation(Base):
             raise RuntimeError("device gpu requested but MXNet sees no GPU")
         self.ctx = mx.gpu(0) if self.gpu else mx.cpu()
         self.hybridize = bool(self.spec["options"].get("hybridize", True))
-        return {"intra_op_threads": omp_threads_in_force(), "inter_op_threads": workers,
-                "hybridize": self.hybridize, "engine": os.environ.get(
-                    "MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
-                "onednn": mx.runtime.Features().is_enabled("MKLDNN"),
-                "cudnn_autotune": self.gpu and os.environ.get("MXNET_CUDNN_AUTOTUNE_DEFAULT", "1") != "0"}
+        onednn = mx.runtime.Features().is_enabled("MKLDNN")
+        options = {"intra_op_threads": omp_threads_in_force(), "inter_op_threads": workers,
+                   "hybridize": self.hybridize, "engine": os.environ.get(
+                       "MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
+                   "onednn": onednn,
+                   "cudnn_autotune": self.gpu and os.environ.get("MXNET_CUDNN_AUTOTUNE_DEFAULT", "1") != "0"}
+        if isinstance(self.model_spec, RecurrentSpec):  # rnn.LSTM runs the fused RNN operator
+            onednn_rnn = onednn and os.environ.get("MXNET_USE_MKLDNN_RNN", "1") != "0"
+            options["lstm_kernel"] = ("cudnn fused RNN" if self.gpu else
+                                      "onednn fused RNN" if onednn_rnn else "mxnet native CPU RNN")
+        return options
 
     def build(self, m):
-        (c1, k1), (c2, k2) = m.conv_layers
         self.net = nn.HybridSequential()
-        self.net.add(
-            nn.Conv2D(c1, k1, activation="relu", in_channels=m.input_shape[2]), nn.MaxPool2D(m.pool),
-            nn.Conv2D(c2, k2, activation="relu", in_channels=c1), nn.MaxPool2D(m.pool),
-            nn.Flatten(), nn.Dense(m.dense_units, activation="relu", in_units=m.flatten_size()),
-            nn.Dropout(m.dropout), nn.Dense(m.classes, in_units=m.dense_units))
+        if isinstance(m, RecurrentSpec):
+            self.net.add(*self._lstm_layers(m))
+        else:
+            self.net.add(*self._cnn_layers(m))
         # Glorot uniform: sqrt(3 / ((fan_in + fan_out) / 2)); Gluon's biases start at zero
         self.net.initialize(mx.init.Xavier(rnd_type="uniform", factor_type="avg", magnitude=3), ctx=self.ctx)
         if self.hybridize:
@@ -79,10 +84,42 @@ class Implementation(Base):
         self.trainer = gluon.Trainer(self.net.collect_params(), "adam", {
             "learning_rate": self.spec["learning_rate"], "beta1": ADAM["beta_1"],
             "beta2": ADAM["beta_2"], "epsilon": ADAM["epsilon"]})
-        return sum(p.data().size for p in self.net.collect_params().values())
+        return sum(p.data().size for p in self.net.collect_params().values() if p.grad_req != "null")
 
-    def _arrays(self, x, y, s):
-        return mx.nd.array(x[s], ctx=self.ctx), mx.nd.array(y[s], ctx=self.ctx)
+    @staticmethod
+    def _cnn_layers(m):
+        convs = m.conv_layers()  # (in_channels, filters, kernel, padding), in block order
+        for block in m.blocks:
+            for c_in, filters, kernel, padding in itertools.islice(convs, len(block.convs)):
+                yield nn.Conv2D(filters, kernel, padding=kernel // 2 if padding == "same" else 0,
+                                activation="relu", in_channels=c_in)
+            yield nn.MaxPool2D(block.pool)
+            if block.dropout:
+                yield nn.Dropout(block.dropout)
+        yield nn.Flatten()
+        yield nn.Dense(m.dense_units, activation="relu", in_units=m.flatten_size())
+        yield nn.Dropout(m.dropout)
+        yield nn.Dense(m.classes, in_units=m.dense_units)
+
+    @staticmethod
+    def _lstm_layers(m):
+        # Keras' LSTM init on cuDNN's layout (gates i, f, c, o in both): the (4H, E) input
+        # kernel gets the net's Glorot, the (4H, H) recurrent one an orthogonal matrix (normal
+        # draws, gain 1, as Keras), i2h_bias Keras' bias; h2h_bias, cuDNN's second bias, stays
+        # zero and untrained so the trainable count is Keras' (one bias per gate).
+        lstm = rnn.LSTM(m.hidden_units, layout="NTC", input_size=m.embedding_dim,
+                        h2h_weight_initializer=mx.init.Orthogonal(scale=1.0, rand_type="normal"),
+                        i2h_bias_initializer=mx.init.LSTMBias(LSTM_FORGET_BIAS),
+                        h2h_bias_initializer="zeros")
+        lstm.l0_h2h_bias.grad_req = "null"
+        return (nn.Embedding(m.vocab_size, m.embedding_dim,
+                             weight_initializer=mx.init.Uniform(EMBEDDING_INIT_RANGE)),
+                lstm,
+                nn.HybridLambda(lambda F, x: F.slice_axis(x, axis=1, begin=-1, end=None)),  # last step
+                nn.Dense(m.classes, in_units=m.hidden_units))  # flattens (N, 1, H)
+
+    def _arrays(self, x, y, s):  # x keeps its dtype (token ids stay int32); y as before, float32
+        return mx.nd.array(x[s], ctx=self.ctx, dtype=x.dtype), mx.nd.array(y[s], ctx=self.ctx)
 
     def train_epoch(self, x, y, batch_size):
         loss_sum, correct = mx.nd.zeros(1, ctx=self.ctx), mx.nd.zeros(1, ctx=self.ctx)
@@ -107,7 +144,7 @@ class Implementation(Base):
         return loss_sum.asscalar() / len(x), correct.asscalar() / len(x)
 
     def logits(self, x):
-        return self.net(mx.nd.array(x, ctx=self.ctx)).asnumpy()
+        return self.net(mx.nd.array(x, ctx=self.ctx, dtype=x.dtype)).asnumpy()
 
     def synchronize(self):
         mx.nd.waitall()  # the engine is asynchronous on CPU too

@@ -1,12 +1,61 @@
 """PaddlePaddle, dynamic graph (dygraph) training loop; optionally paddle.jit.to_static."""
+import itertools
 import os
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
 from .harness import Implementation as Base, batches
-from .models import ADAM
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, MODELS, RecurrentSpec
+
+
+def _init(initializer):
+    return paddle.ParamAttr(initializer=initializer)
+
+
+def _keras_attrs():  # conv / dense: Glorot uniform weights, zero biases (Keras)
+    return {"weight_attr": _init(nn.initializer.XavierUniform()),
+            "bias_attr": _init(nn.initializer.Constant(0.0))}
+
+
+def _conv_net(m):
+    layers, convs = [], m.conv_layers()
+    for block in m.blocks:  # each block takes its own convolutions from the generator
+        for c_in, filters, kernel, padding in itertools.islice(convs, len(block.convs)):
+            conv = nn.Conv2D(c_in, filters, kernel, padding=padding, **_keras_attrs())
+            layers += [conv, nn.ReLU()]
+        layers.append(nn.MaxPool2D(block.pool))
+        if block.dropout:
+            layers.append(nn.Dropout(block.dropout))
+    return nn.Sequential(
+        *layers, nn.Flatten(), nn.Linear(m.flatten_size(), m.dense_units, **_keras_attrs()),
+        nn.ReLU(), nn.Dropout(m.dropout), nn.Linear(m.dense_units, m.classes, **_keras_attrs()))
+
+
+class _Recurrent(nn.Layer):
+    """Embedding -> LSTM, its last hidden state -> Dense; initialised as Keras does."""
+
+    def __init__(self, m):
+        super().__init__()
+        h = m.hidden_units
+        self.embedding = nn.Embedding(m.vocab_size, m.embedding_dim, weight_attr=_init(
+            nn.initializer.Uniform(-EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)))
+        bias = np.zeros(4 * h, dtype="float32")
+        bias[h:2 * h] = LSTM_FORGET_BIAS  # gates i, f, c, o: the forget gate's slice
+        # weight_ih is Keras' (E, 4H) kernel transposed: same fans, same Glorot range.
+        # bias_hh_attr=False: the cell keeps a zero, frozen (stop_gradient) second bias, so
+        # the fused rnn op still runs and bias_ih alone is Keras' bias
+        self.lstm = nn.LSTM(m.embedding_dim, h,
+                            weight_ih_attr=_init(nn.initializer.XavierUniform()),
+                            weight_hh_attr=_init(nn.initializer.Orthogonal()),
+                            bias_ih_attr=_init(nn.initializer.Assign(bias)), bias_hh_attr=False)
+        self.dense = nn.Linear(h, m.classes, **_keras_attrs())
+
+    def forward(self, tokens):
+        _, (h_n, _) = self.lstm(self.embedding(tokens))
+        return self.dense(h_n[-1])
 
 
 class Implementation(Base):
@@ -26,26 +75,22 @@ class Implementation(Base):
         # Paddle sets OMP_NUM_THREADS=1 at import unless the environment (threads.intra_op,
         # applied by the harness before the import) says otherwise; eager ops run in order,
         # so there is no inter-op pool.
-        return {"intra_op_threads": int(os.environ["OMP_NUM_THREADS"]), "inter_op_threads": None,
-                "to_static": self.to_static, "cudnn_exhaustive_search": self.gpu,
-                "onednn": paddle.get_flags("FLAGS_use_onednn")["FLAGS_use_onednn"]}
+        options = {"intra_op_threads": int(os.environ["OMP_NUM_THREADS"]), "inter_op_threads": None,
+                   "to_static": self.to_static, "cudnn_exhaustive_search": self.gpu,
+                   "onednn": paddle.get_flags("FLAGS_use_onednn")["FLAGS_use_onednn"]}
+        if isinstance(MODELS[self.spec["workload"]], RecurrentSpec):
+            # nn.LSTM runs Paddle's fused `rnn` op: cuDNN's kernel on GPU, its own CPU kernel
+            options["lstm_kernel"] = "cudnn" if self.gpu else "rnn_op_cpu"
+        return options
 
     def build(self, m):
-        (c1, k1), (c2, k2) = m.conv_layers
-
-        def attrs():  # Keras' default init: Glorot uniform weights, zero biases
-            return {"weight_attr": paddle.ParamAttr(initializer=nn.initializer.XavierUniform()),
-                    "bias_attr": paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))}
-        self.model = nn.Sequential(
-            nn.Conv2D(m.input_shape[2], c1, k1, **attrs()), nn.ReLU(), nn.MaxPool2D(m.pool),
-            nn.Conv2D(c1, c2, k2, **attrs()), nn.ReLU(), nn.MaxPool2D(m.pool),
-            nn.Flatten(), nn.Linear(m.flatten_size(), m.dense_units, **attrs()), nn.ReLU(),
-            nn.Dropout(m.dropout), nn.Linear(m.dense_units, m.classes, **attrs()))
+        self.model = _Recurrent(m) if isinstance(m, RecurrentSpec) else _conv_net(m)
+        trainable = [p for p in self.model.parameters() if not p.stop_gradient]
         self.optimizer = paddle.optimizer.Adam(
             learning_rate=self.spec["learning_rate"], beta1=ADAM["beta_1"], beta2=ADAM["beta_2"],
-            epsilon=ADAM["epsilon"], parameters=self.model.parameters())
+            epsilon=ADAM["epsilon"], parameters=trainable)
         self.forward = paddle.jit.to_static(self.model) if self.to_static else self.model
-        return sum(int(p.size) for p in self.model.parameters())
+        return sum(int(p.size) for p in trainable)
 
     @staticmethod
     def _tensors(x, y, s):

@@ -1,10 +1,58 @@
 """PyTorch, eager training loop (optionally torch.compile)."""
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .harness import Implementation as Base, batches
-from .models import ADAM
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, MODELS, RecurrentSpec
+
+
+def _conv_net(m):
+    layers, convs = [], m.conv_layers()
+    for block in m.blocks:  # each block takes its own convolutions from the generator
+        for c_in, filters, kernel, padding in itertools.islice(convs, len(block.convs)):
+            layers += [nn.Conv2d(c_in, filters, kernel, padding=padding), nn.ReLU()]
+        layers.append(nn.MaxPool2d(block.pool))
+        if block.dropout:
+            layers.append(nn.Dropout(block.dropout))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(m.flatten_size(), m.dense_units),
+                         nn.ReLU(), nn.Dropout(m.dropout), nn.Linear(m.dense_units, m.classes))
+
+
+class _Recurrent(nn.Module):
+    """Embedding -> LSTM, its last hidden state -> Dense."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.embedding = nn.Embedding(m.vocab_size, m.embedding_dim)
+        self.lstm = nn.LSTM(m.embedding_dim, m.hidden_units, batch_first=True)
+        self.dense = nn.Linear(m.hidden_units, m.classes)
+
+    def forward(self, tokens):
+        _, (h_n, _) = self.lstm(self.embedding(tokens))
+        return self.dense(h_n[-1])
+
+
+@torch.no_grad()
+def _keras_init(model):
+    """Keras' default initialisation (see models.py), layer by layer."""
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Embedding):
+            nn.init.uniform_(layer.weight, -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE)
+        elif isinstance(layer, nn.LSTM):
+            h = layer.hidden_size
+            # weight_ih is Keras' (E, 4H) kernel transposed: same fans, same Glorot range
+            nn.init.xavier_uniform_(layer.weight_ih_l0)
+            nn.init.orthogonal_(layer.weight_hh_l0)
+            # gates i, f, g, o as in Keras. cuDNN's second bias stays zero and untrained,
+            # so bias_ih alone is Keras' bias and the trainable count matches the spec
+            layer.bias_ih_l0.zero_()[h:2 * h] = LSTM_FORGET_BIAS
+            layer.bias_hh_l0.zero_().requires_grad_(False)
 
 
 class Implementation(Base):
@@ -24,28 +72,26 @@ class Implementation(Base):
             raise RuntimeError("device gpu requested but torch.cuda.is_available() is False")
         self.device = torch.device("cuda" if self.gpu else "cpu")
         torch.backends.cudnn.benchmark = self.gpu
-        return {"intra_op_threads": torch.get_num_threads(),
-                "inter_op_threads": torch.get_num_interop_threads(),
-                "compile": bool(self.spec["options"].get("compile", False)),
-                "cudnn_benchmark": torch.backends.cudnn.benchmark}
+        options = {"intra_op_threads": torch.get_num_threads(),
+                   "inter_op_threads": torch.get_num_interop_threads(),
+                   "compile": bool(self.spec["options"].get("compile", False)),
+                   "cudnn_benchmark": torch.backends.cudnn.benchmark}
+        if isinstance(MODELS[self.spec["workload"]], RecurrentSpec):
+            # nn.LSTM is one fused op: cuDNN's kernel on GPU, oneDNN's on CPU (float32)
+            options["lstm_kernel"] = "cudnn" if self.gpu else (
+                "onednn" if torch.backends.mkldnn.is_available() else "aten")
+        return options
 
     def build(self, m):
-        (c1, k1), (c2, k2) = m.conv_layers
-        h, w, channels = m.input_shape
-        self.model = nn.Sequential(
-            nn.Conv2d(channels, c1, k1), nn.ReLU(), nn.MaxPool2d(m.pool),
-            nn.Conv2d(c1, c2, k2), nn.ReLU(), nn.MaxPool2d(m.pool),
-            nn.Flatten(), nn.Linear(m.flatten_size(), m.dense_units), nn.ReLU(),
-            nn.Dropout(m.dropout), nn.Linear(m.dense_units, m.classes)).to(self.device)
-        for layer in self.model:  # Keras' default init (Glorot uniform, zero bias) everywhere
-            if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
+        model = _Recurrent(m) if isinstance(m, RecurrentSpec) else _conv_net(m)
+        self.model = model.to(self.device)
+        _keras_init(self.model)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=self.spec["learning_rate"],
+            trainable, lr=self.spec["learning_rate"],
             betas=(ADAM["beta_1"], ADAM["beta_2"]), eps=ADAM["epsilon"])
         self.forward = torch.compile(self.model) if self.spec["options"].get("compile") else self.model
-        return sum(p.numel() for p in self.model.parameters())
+        return sum(p.numel() for p in trainable)
 
     def _tensors(self, x, y, s):
         return (torch.from_numpy(x[s]).to(self.device, non_blocking=True),

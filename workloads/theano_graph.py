@@ -1,5 +1,6 @@
 """Theano, symbolic graph compiled to C: theano.function for the train step (Adam written
 out, as Theano has no optimizers), evaluation and inference."""
+import itertools
 import os
 import tempfile
 
@@ -20,7 +21,7 @@ from theano.tensor.signal.pool import pool_2d  # noqa: E402
 from threadpoolctl import threadpool_info  # noqa: E402
 
 from .harness import Implementation as Base, batches  # noqa: E402
-from .models import ADAM  # noqa: E402
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec  # noqa: E402
 
 FLOAT = theano.config.floatX
 
@@ -40,34 +41,85 @@ class Implementation(Base):
         return {"intra_op_threads": blas[0] if blas else None, "inter_op_threads": None,
                 "theano_flags": FLAGS, "compiledir": theano.config.compiledir,
                 "compile_cache_warm": CACHE_WARM, "openmp": theano.config.openmp,
-                "mode": theano.config.mode, "cxx": theano.config.cxx}
+                "mode": theano.config.mode, "cxx": theano.config.cxx,
+                "lstm_kernel": "theano.scan over time steps (C loop), input projection outside it"}
 
     def _glorot(self, shape, fan_in, fan_out):  # Keras' GlorotUniform
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         return theano.shared(self.rng.uniform(-limit, limit, shape).astype(FLOAT))
 
-    def _forward(self, x, train):
-        for w, b in self.convs:  # filter_flip=False: cross-correlation, as every other framework
-            x = T.nnet.relu(T.nnet.conv2d(x, w, filter_flip=False) + b.dimshuffle("x", 0, "x", "x"))
-            x = pool_2d(x, (self.m.pool,) * 2, ignore_border=True, mode="max")
-        h = T.nnet.relu(T.dot(x.flatten(2), self.dense[0]) + self.dense[1])
-        if train:  # inverted dropout, training graph only
-            keep = 1.0 - self.m.dropout
-            h = h * self.srng.binomial(h.shape, p=keep, dtype=FLOAT) / keep
-        return T.dot(h, self.out[0]) + self.out[1]
+    def _orthogonal(self, rows, cols):  # Keras' Orthogonal: QR of a normal matrix, signs fixed by R
+        q, r = np.linalg.qr(self.rng.normal(size=(max(rows, cols), min(rows, cols))))
+        q *= np.sign(np.diag(r))
+        return theano.shared((q.T if rows < cols else q).astype(FLOAT))
+
+    def _dense(self, n_in, n_out):
+        return self._glorot((n_in, n_out), n_in, n_out), theano.shared(np.zeros(n_out, FLOAT))
+
+    def _dropout(self, x, rate, train):  # inverted dropout, training graph only
+        if not train or not rate:
+            return x
+        return x * self.srng.binomial(x.shape, p=1.0 - rate, dtype=FLOAT) / (1.0 - rate)
+
+    def _build_convnet(self, m):
+        convs = m.conv_layers()
+        self.blocks = []
+        for block in m.blocks:  # each block takes its own convolutions from the generator
+            layers = []
+            for c_in, c_out, k, _ in itertools.islice(convs, len(block.convs)):
+                w = self._glorot((c_out, c_in, k, k), c_in * k * k, c_out * k * k)
+                layers.append((w, theano.shared(np.zeros(c_out, FLOAT))))
+            self.blocks.append((block, layers))
+        self.hidden = self._dense(m.flatten_size(), m.dense_units)
+        self.out = self._dense(m.dense_units, m.classes)
+        return [p for _, layers in self.blocks for pair in layers for p in pair] + [*self.hidden, *self.out]
+
+    def _convnet(self, x, train):
+        for block, layers in self.blocks:
+            border = "half" if block.padding == "same" else "valid"  # half: k // 2, 'same' for odd k
+            for w, b in layers:  # filter_flip=False: cross-correlation, as every other framework
+                x = T.nnet.relu(T.nnet.conv2d(x, w, border_mode=border, filter_flip=False)
+                                + b.dimshuffle("x", 0, "x", "x"))
+            x = self._dropout(pool_2d(x, (block.pool,) * 2, ignore_border=True, mode="max"),
+                              block.dropout, train)
+        h = T.nnet.relu(T.dot(x.flatten(2), self.hidden[0]) + self.hidden[1])
+        return T.dot(self._dropout(h, self.m.dropout, train), self.out[0]) + self.out[1]
+
+    def _build_recurrent(self, m):
+        e, h = m.embedding_dim, m.hidden_units
+        self.embedding = theano.shared(self.rng.uniform(
+            -EMBEDDING_INIT_RANGE, EMBEDDING_INIT_RANGE, (m.vocab_size, e)).astype(FLOAT))
+        # Keras' LSTM: gates i, f, c, o side by side in one kernel, one bias, forget bias 1
+        self.kernel, self.recurrent = self._glorot((e, 4 * h), e, 4 * h), self._orthogonal(h, 4 * h)
+        bias = np.zeros(4 * h, FLOAT)
+        bias[h:2 * h] = LSTM_FORGET_BIAS
+        self.bias = theano.shared(bias)
+        self.out = self._dense(h, m.classes)
+        return [self.embedding, self.kernel, self.recurrent, self.bias, *self.out]
+
+    def _recurrent(self, tokens, train):
+        h, (n, length) = self.m.hidden_units, tokens.shape
+        steps = self.embedding[tokens.T.flatten()].reshape((length, n, self.m.embedding_dim))
+        inputs = T.dot(steps, self.kernel) + self.bias  # (T, N, 4H): every step's input part at once
+
+        def step(z, h_prev, c_prev):
+            z = z + T.dot(h_prev, self.recurrent)
+            i, f, g, o = (z[:, k * h:(k + 1) * h] for k in range(4))
+            c = T.nnet.sigmoid(f) * c_prev + T.nnet.sigmoid(i) * T.tanh(g)
+            return T.nnet.sigmoid(o) * T.tanh(c), c
+
+        zeros = T.zeros((n, h), dtype=FLOAT)
+        (hs, _), _ = theano.scan(step, sequences=inputs, outputs_info=[zeros, zeros])
+        return T.dot(hs[-1], self.out[0]) + self.out[1]  # the last hidden state
 
     def build(self, m):
-        self.m, zeros = m, (lambda n: theano.shared(np.zeros(n, FLOAT)))
-        channels = [m.input_shape[2]] + [filters for filters, _ in m.conv_layers]
-        self.convs = [(self._glorot((c_out, c_in, k, k), c_in * k * k, c_out * k * k), zeros(c_out))
-                      for c_in, (c_out, k) in zip(channels, m.conv_layers)]
-        self.dense = (self._glorot((m.flatten_size(), m.dense_units), m.flatten_size(), m.dense_units),
-                      zeros(m.dense_units))
-        self.out = (self._glorot((m.dense_units, m.classes), m.dense_units, m.classes), zeros(m.classes))
-        params = [p for pair in self.convs + [self.dense, self.out] for p in pair]
-
-        x, y = T.tensor4("x"), T.lvector("y")
-        logits = self._forward(x, train=True)
+        self.m = m
+        if isinstance(m, RecurrentSpec):
+            params, forward, x = self._build_recurrent(m), self._recurrent, T.imatrix("x")
+        else:
+            params, forward, x = self._build_convnet(m), self._convnet, T.tensor4("x")
+        y = T.lvector("y")
+        logits = forward(x, train=True)
         loss = T.nnet.categorical_crossentropy(T.nnet.softmax(logits), y).mean()
         # Adam exactly as Keras: bias correction folded into the step size, epsilon outside the sqrt
         b1, b2, eps = ADAM["beta_1"], ADAM["beta_2"], ADAM["epsilon"]  # Python floats stay float32
@@ -81,7 +133,7 @@ class Implementation(Base):
             updates += [(mom, mom_t), (vel, vel_t), (p, p - alpha * mom_t / (T.sqrt(vel_t) + eps))]
         correct = lambda out: T.sum(T.eq(T.argmax(out, axis=1), y))  # noqa: E731
         self.train_fn = theano.function([x, y], [loss, correct(logits)], updates=updates)
-        infer = self._forward(x, train=False)
+        infer = forward(x, train=False)
         self.eval_fn = theano.function(
             [x, y], [T.nnet.categorical_crossentropy(T.nnet.softmax(infer), y).sum(), correct(infer)])
         self.logits_fn = theano.function([x], infer)

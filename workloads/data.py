@@ -117,7 +117,12 @@ def synthetic_split(ds: DatasetInfo, split: str, limit: int | None, seed: int):
         where = np.argsort(rng.random((n, 50)), axis=1)[:, :8] + (length - 50)
         x[np.arange(n)[:, None], where] = markers[y[:, None], rng.integers(0, 10, (n, 8))]
         return x, y.astype(np.int64)
-    prototypes = patterns.random((ds.classes, *ds.sample_shape), dtype=np.float32)
+    # Coarse prototypes (a 4x4 grid of random levels per channel, each cell a block of
+    # pixels): they survive convolution and pooling, so a CNN learns them in a few hundred
+    # steps even with 100 classes; pixel-level random prototypes averaged out in pooling.
+    h, w, c = ds.sample_shape
+    grid = patterns.random((ds.classes, 4, 4, c), dtype=np.float32)
+    prototypes = grid.repeat(-(-h // 4), axis=1).repeat(-(-w // 4), axis=2)[:, :h, :w]
     x = rng.random((n, *ds.sample_shape), dtype=np.float32)  # in place: CIFAR's is 600 MB
     x *= 0.5
     x += 0.5 * prototypes[y]

@@ -45,12 +45,15 @@ class _Recurrent(nn.Layer):
         bias = np.zeros(4 * h, dtype="float32")
         bias[h:2 * h] = LSTM_FORGET_BIAS  # gates i, f, c, o: the forget gate's slice
         # weight_ih is Keras' (E, 4H) kernel transposed: same fans, same Glorot range.
-        # bias_hh_attr=False: the cell keeps a zero, frozen (stop_gradient) second bias, so
-        # the fused rnn op still runs and bias_ih alone is Keras' bias
+        # cuDNN's second bias stays zero and untrained (learning rate 0), so bias_ih alone is
+        # Keras' bias. Not bias_hh_attr=False nor trainable=False: in Paddle 3.3 the fused
+        # rnn op then segfaults (3 of its 4 weights) or its backward fails (no grad to fill)
+        frozen_zero = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0), learning_rate=0.0)
         self.lstm = nn.LSTM(m.embedding_dim, h,
                             weight_ih_attr=_init(nn.initializer.XavierUniform()),
                             weight_hh_attr=_init(nn.initializer.Orthogonal()),
-                            bias_ih_attr=_init(nn.initializer.Assign(bias)), bias_hh_attr=False)
+                            bias_ih_attr=_init(nn.initializer.Assign(bias)),
+                            bias_hh_attr=frozen_zero)
         self.dense = nn.Linear(h, m.classes, **_keras_attrs())
 
     def forward(self, tokens):
@@ -85,10 +88,11 @@ class Implementation(Base):
 
     def build(self, m):
         self.model = _Recurrent(m) if isinstance(m, RecurrentSpec) else _conv_net(m)
-        trainable = [p for p in self.model.parameters() if not p.stop_gradient]
+        params = self.model.parameters()  # all to Adam, so clear_grad clears the frozen bias
+        trainable = [p for p in params if not p.stop_gradient and p.optimize_attr["learning_rate"]]
         self.optimizer = paddle.optimizer.Adam(
             learning_rate=self.spec["learning_rate"], beta1=ADAM["beta_1"], beta2=ADAM["beta_2"],
-            epsilon=ADAM["epsilon"], parameters=trainable)
+            epsilon=ADAM["epsilon"], parameters=params)
         self.forward = paddle.jit.to_static(self.model) if self.to_static else self.model
         return sum(int(p.size) for p in trainable)
 

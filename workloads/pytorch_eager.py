@@ -78,8 +78,12 @@ class Implementation(Base):
                    "cudnn_benchmark": torch.backends.cudnn.benchmark}
         if isinstance(MODELS[self.spec["workload"]], RecurrentSpec):
             # nn.LSTM is one fused op: cuDNN's kernel on GPU, oneDNN's on CPU (float32)
-            options["lstm_kernel"] = "cudnn" if self.gpu else (
-                "onednn" if torch.backends.mkldnn.is_available() else "aten")
+            onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            options["lstm_kernel"] = "cudnn" if self.gpu else "onednn" if onednn else "aten"
+            if options["compile"]:  # dynamo does not trace nn.LSTM (allow_rnn off): it
+                # skips the whole forward. Turned on, it unrolls the 150 steps: ~5 min to
+                # compile and half the fused op's speed on CPU, so it stays off.
+                options["compile_effect"] = "none: dynamo runs the LSTM model eagerly"
         return options
 
     def build(self, m):

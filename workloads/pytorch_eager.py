@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .harness import Implementation as Base, batches
-from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, MODELS, RecurrentSpec
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 
 
 def _conv_net(m):
@@ -76,7 +76,7 @@ class Implementation(Base):
                    "inter_op_threads": torch.get_num_interop_threads(),
                    "compile": bool(self.spec["options"].get("compile", False)),
                    "cudnn_benchmark": torch.backends.cudnn.benchmark}
-        if isinstance(MODELS[self.spec["workload"]], RecurrentSpec):
+        if isinstance(self.model_spec, RecurrentSpec):
             # nn.LSTM is one fused op: cuDNN's kernel on GPU, oneDNN's on CPU (float32)
             onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
             options["lstm_kernel"] = "cudnn" if self.gpu else "onednn" if onednn else "aten"

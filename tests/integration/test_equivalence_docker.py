@@ -59,11 +59,11 @@ class ChangedFileBackend(DockerBackend):
 
 def test_check_fails_when_a_layer_is_changed(docker_client, base_image, tmp_path):
     source = (WORKLOADS_DIR / "pytorch_eager.py").read_text()
-    original = "nn.Dropout(m.dropout), nn.Linear(m.dense_units, m.classes)"
-    assert original in source
+    original = "nn.Dropout(m.dropout), nn.Linear(m.dense_units, m.classes))"
+    assert source.count(original) == 1
     changed = tmp_path / "pytorch_eager.py"  # one extra dense layer before the classifier
     changed.write_text(source.replace(original, "nn.Dropout(m.dropout), nn.Linear(m.dense_units, "
-                                      "m.dense_units), nn.Linear(m.dense_units, m.classes)"))
+                                      "m.dense_units), nn.Linear(m.dense_units, m.classes))"))
     changed.chmod(0o644)
     backend = ChangedFileBackend(docker_client, changed,
                                  build_options=BuildOptions.from_env({"DLBENCH_BASE_IMAGE": base_image}))

@@ -8,7 +8,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .harness import Implementation as Base, batches
-from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, MODELS, RecurrentSpec
+from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 
 
 def _init(initializer):
@@ -81,7 +81,7 @@ class Implementation(Base):
         options = {"intra_op_threads": int(os.environ["OMP_NUM_THREADS"]), "inter_op_threads": None,
                    "to_static": self.to_static, "cudnn_exhaustive_search": self.gpu,
                    "onednn": paddle.get_flags("FLAGS_use_onednn")["FLAGS_use_onednn"]}
-        if isinstance(MODELS[self.spec["workload"]], RecurrentSpec):
+        if isinstance(self.model_spec, RecurrentSpec):
             # nn.LSTM runs Paddle's fused `rnn` op: cuDNN's kernel on GPU, its own CPU kernel
             options["lstm_kernel"] = "cudnn" if self.gpu else "rnn_op_cpu"
         return options

@@ -4,16 +4,11 @@ from shared/ and Debian's Fashion-MNIST package. Downloads go to a real HTTP
 server on 127.0.0.1, never the internet."""
 from __future__ import annotations
 
-import contextlib
-import functools
 import gzip
 import hashlib
-import http.server
 import os
 import shutil
-import socket
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +16,7 @@ import pytest
 
 from orchestrator import data
 from orchestrator.errors import DlbenchError
+from tests.loopback import closed_port_url, serve
 from workloads.data import DataError, load_split, read_idx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,34 +44,6 @@ def isolated(monkeypatch, tmp_path) -> Path:
     for var in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
     return cache
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve(directory: Path):
-    """A real HTTP server on 127.0.0.1 serving ``directory``; yields its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def closed_port_url() -> str:
-    """A loopback URL nobody listens on: connecting is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
 
 
 def md5(path: Path) -> str:

@@ -10,22 +10,17 @@ checksums (and its smaller split sizes) in the registries. Downloads go to a rea
 HTTP server on 127.0.0.1, never the internet."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import hashlib
-import http.server
 import io
 import json
 import os
 import pickle
 import shutil
-import socket
 import struct
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +29,7 @@ import pytest
 import workloads.data as wdata
 from orchestrator import data, data_archives
 from orchestrator.errors import DlbenchError
+from tests.loopback import closed_port_url, serve
 from workloads.data import load_npy_split
 
 NPY = ("train-x.npy", "train-y.npy", "test-x.npy", "test-y.npy")
@@ -564,33 +560,6 @@ def test_verify_finds_a_damaged_or_stale_conversion(cifar10, imdb, isolated):
 
 
 # --------------------------------------------------------------------------- fetch over HTTP
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve(directory: Path):
-    """A real HTTP server on 127.0.0.1 serving ``directory``; yields its base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
 
 def test_fetch_from_loopback_server(cifar10, isolated):
     seen = []

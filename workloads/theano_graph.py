@@ -2,6 +2,7 @@
 out, as Theano has no optimizers), evaluation and inference."""
 import itertools
 import os
+import sys
 import tempfile
 
 # Theano reads its flags once, at import: compiled C goes to the run's shared cache when the
@@ -12,6 +13,9 @@ COMPILEDIR = os.path.join(_CACHE or tempfile.gettempdir(), "theano")
 CACHE_WARM = os.path.isdir(COMPILEDIR) and bool(os.listdir(COMPILEDIR))
 FLAGS = f"device=cpu,floatX=float32,blas.ldflags=,base_compiledir={COMPILEDIR}"
 os.environ["THEANO_FLAGS"] = FLAGS
+# Scan's C loop (scan_perform.c, from a 2017 Cython) does not compile against Python 3.11: an
+# absent module makes Scan fall back to its Python loop around the compiled step function
+sys.modules["theano.scan_module.scan_perform_ext"] = None
 
 import numpy as np  # noqa: E402
 import theano  # noqa: E402
@@ -42,7 +46,7 @@ class Implementation(Base):
                 "theano_flags": FLAGS, "compiledir": theano.config.compiledir,
                 "compile_cache_warm": CACHE_WARM, "openmp": theano.config.openmp,
                 "mode": theano.config.mode, "cxx": theano.config.cxx,
-                "lstm_kernel": "theano.scan over time steps (C loop), input projection outside it"}
+                "lstm_kernel": "theano.scan: Python loop over the C step; input projection outside it"}
 
     def _glorot(self, shape, fan_in, fan_out):  # Keras' GlorotUniform
         limit = np.sqrt(6.0 / (fan_in + fan_out))

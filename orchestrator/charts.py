@@ -66,6 +66,25 @@ def _render(chart_id: str, title: str, caption: str, draw) -> Chart:
     return Chart(chart_id, title, caption, Markup(svg))  # matplotlib escapes its own text
 
 
+LEGEND_COLUMNS = 2  # run ids of matrix suites run to ~60 characters
+
+
+def _legend_height(entries: int) -> float:
+    """Inches the legend under a figure takes (see _legend_below)."""
+    return 0.17 * -(-entries // LEGEND_COLUMNS)
+
+
+def _legend_below(fig, axes) -> None:
+    """One legend for all panels, under them: a suite of dozens of runs must not squeeze
+    the plots away (a legend inside an axis grows with every run)."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center",
+               ncol=LEGEND_COLUMNS, fontsize=7, frameon=False)
+
+
 def _colors(groups: list[Group]) -> dict[str, str]:
     return {g.key: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
 
@@ -113,7 +132,7 @@ def convergence(groups: list[Group]) -> Chart | None:
         return None
 
     def draw():
-        fig, (loss_ax, acc_ax) = _figure(panels=2)
+        fig, (loss_ax, acc_ax) = _figure(panels=2, height=3.0 + _legend_height(len(curves)))
         colors = _colors(groups)
         for g in curves:
             for ax, field in ((loss_ax, "loss"), (acc_ax, "test_accuracy")):
@@ -124,7 +143,7 @@ def convergence(groups: list[Group]) -> Chart | None:
         acc_ax.set(title="Test accuracy", xlabel="epoch")
         for ax in (loss_ax, acc_ax):
             ax.xaxis.get_major_locator().set_params(integer=True)
-        acc_ax.legend(fontsize=8, frameon=False)
+        _legend_below(fig, (loss_ax, acc_ax))
         return fig
 
     return _render("convergence", "Convergence: loss and accuracy per epoch",
@@ -149,7 +168,7 @@ def monitor_timelines(rows: list[dict]) -> Chart | None:
         return None
 
     def draw():
-        fig, axes = _figure(panels=len(present), height=2.8)
+        fig, axes = _figure(panels=len(present), height=2.8 + _legend_height(len(runs)))
         for ax, (key, title) in zip(axes, present):
             for index, row in enumerate(runs):
                 points = _series(row["monitor"], key)
@@ -157,7 +176,7 @@ def monitor_timelines(rows: list[dict]) -> Chart | None:
                     ax.plot(*zip(*points), linewidth=1, color=PALETTE[index % len(PALETTE)],
                             label=row["run_id"])
             ax.set(title=title, xlabel="seconds since start")
-        axes[-1].legend(fontsize=7, frameon=False)
+        _legend_below(fig, axes)
         return fig
 
     return _render("monitor", "Resource use over time",

@@ -80,8 +80,8 @@ def test_mnist_test_split_run_and_a_timeout(docker_client, env, tmp_path, mnist_
     found = runs(results)
     ok, slow = found["01-pytorch-eager"], found["02-pytorch-eager"]
     assert ok["record"]["outcome"] == "ok"
-    assert ok["metrics"]["dataset"] == {"name": "mnist", "train_split": "test", "train_samples": 10_000,
-                                        "test_samples": 2_000, "layout": "NCHW"}
+    assert ok["metrics"]["dataset"] == {"name": "mnist", "train_split": "test", "synthetic": False,
+                                        "train_samples": 10_000, "test_samples": 2_000, "layout": "NCHW"}
     assert [e["epoch"] for e in ok["metrics"]["epochs"]] == [1, 2]
     assert ok["metrics"]["epochs"][1]["test_accuracy"] > 0.9  # MNIST digits learn fast
     assert ok["record"]["resources"] == {"cpus": 2, "memory": "3g"}

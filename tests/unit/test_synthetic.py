@@ -186,3 +186,11 @@ def test_summary_and_report_carry_the_input_bound_check():
                           "runs": [{**r, "monitor": []} for r in rows]})
     assert '<h2 id="input-bound">Input-bound check</h2>' in html
     assert "input-bound</td>" in html and "mnist_cnn / fashion-mnist (synthetic)" in html
+
+
+def test_input_bound_pairs_only_runs_over_the_same_number_of_samples():
+    from orchestrator import input_bound
+
+    rows = _rows({"01-pytorch-eager-real": 500, "02-pytorch-eager-synthetic": 1000})
+    rows[1]["metrics"]["dataset"]["train_samples"] += 1  # e.g. a limit above the real size
+    assert input_bound.analyse(rows) == []

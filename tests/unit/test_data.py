@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator import data
 from orchestrator.errors import DlbenchError
-from tests.loopback import closed_port_url, serve
+from tests.data_fixtures import closed_port_url, isolated, serve  # noqa: F401 (autouse)
 from workloads.data import DataError, load_split, read_idx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,18 +32,6 @@ def debian_fashion() -> Path:
             pytest.fail("dataset-fashion-mnist not installed (CI installs it)")
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     return DEBIAN_FASHION
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path) -> Path:
-    """A private cache; no user data dirs or mirrors; loopback never via a proxy."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("DLBENCH_CACHE", str(cache))
-    monkeypatch.delenv("DLBENCH_DATA_DIR", raising=False)
-    monkeypatch.delenv("DLBENCH_DATA_MIRROR", raising=False)
-    for var in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(var, "127.0.0.1,localhost")
-    return cache
 
 
 def md5(path: Path) -> str:

@@ -29,22 +29,10 @@ import pytest
 import workloads.data as wdata
 from orchestrator import data, data_archives
 from orchestrator.errors import DlbenchError
-from tests.loopback import closed_port_url, serve
+from tests.data_fixtures import closed_port_url, isolated, serve  # noqa: F401 (autouse)
 from workloads.data import load_npy_split
 
 NPY = ("train-x.npy", "train-y.npy", "test-x.npy", "test-y.npy")
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path) -> Path:
-    """A private cache; no user data dirs or mirrors; loopback never via a proxy."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("DLBENCH_CACHE", str(cache))
-    monkeypatch.delenv("DLBENCH_DATA_DIR", raising=False)
-    monkeypatch.delenv("DLBENCH_DATA_MIRROR", raising=False)
-    for var in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(var, "127.0.0.1,localhost")
-    return cache
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:

@@ -1,4 +1,5 @@
-"""A real HTTP server on loopback, for the dataset fetch tests (no network needed)."""
+"""What the dataset tests share: a private cache (imported into a test module, the autouse
+fixture applies to every test there) and a real HTTP server on loopback for fetches."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +8,20 @@ import http.server
 import socket
 import threading
 from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path) -> Path:
+    """A private cache; no user data dirs or mirrors; loopback never via a proxy."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DLBENCH_CACHE", str(cache))
+    monkeypatch.delenv("DLBENCH_DATA_DIR", raising=False)
+    monkeypatch.delenv("DLBENCH_DATA_MIRROR", raising=False)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    return cache
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

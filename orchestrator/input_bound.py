@@ -5,11 +5,22 @@ is limited by its input, not by compute. Pairs are groups of repeats that differ
 `synthetic`; the ratio is of their mean throughputs."""
 from __future__ import annotations
 
+from . import stats
 from .groups import Group, ok_groups
 
-# Real-data throughput below this fraction of the synthetic one counts as input-bound:
-# run-to-run noise on a shared CPU is a few percent, so only a clear gap says anything.
+# Real-data throughput below this fraction of the synthetic one counts as input-bound, when
+# repeats show the gap is more than run-to-run noise (Welch's t-test, p < 0.05). One run a
+# side cannot tell: on a shared machine single runs were seen to differ by 2x either way.
 INPUT_BOUND_BELOW = 0.90
+
+
+def verdict(ratio: float, test: dict) -> str:
+    """input-bound | compute-bound | inconclusive (a gap that repeats do not back)."""
+    if ratio >= INPUT_BOUND_BELOW:
+        return "compute-bound"
+    if test["significant"]:
+        return "input-bound"
+    return "inconclusive"
 
 
 def _pair_key(g: Group) -> tuple:
@@ -36,6 +47,7 @@ def analyse(rows: list[dict]) -> list[dict]:
         if not twin or not real_rate or not synthetic_rate:
             continue
         ratio = real_rate / synthetic_rate
+        test = stats.welch(real.values("images_per_s"), twin.values("images_per_s"))
         pairs.append({
             "label": real.label.replace(" real", ""), "dataset": real.dataset,
             "workload": real.workload, "real_run_ids": [r["run_id"] for r in real.rows],
@@ -43,5 +55,6 @@ def analyse(rows: list[dict]) -> list[dict]:
             "real_images_per_s": real_rate, "synthetic_images_per_s": synthetic_rate,
             "real_data_load_s": _mean_timing(real, "data_load_s"),
             "synthetic_data_load_s": _mean_timing(twin, "data_load_s"),
-            "ratio": ratio, "input_bound": ratio < INPUT_BOUND_BELOW})
+            "ratio": ratio, "p_value": test["p"], "repeats": min(len(real.rows), len(twin.rows)),
+            "verdict": verdict(ratio, test), "input_bound": verdict(ratio, test) == "input-bound"})
     return pairs

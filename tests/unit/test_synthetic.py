@@ -153,14 +153,27 @@ def _rows(rates: dict[str, float], workload="mnist_cnn", dataset="fashion-mnist"
 def test_input_bound_pairs_real_and_synthetic_repeats():
     from orchestrator import input_bound
 
-    [pair] = input_bound.analyse(_rows({"01-pytorch-eager-real-r1": 800, "01-pytorch-eager-real-r2": 1000,
-                                        "02-pytorch-eager-synthetic-r1": 1200,
-                                        "02-pytorch-eager-synthetic-r2": 1400}))
+    [pair] = input_bound.analyse(_rows({"01-pytorch-eager-real-r1": 880, "01-pytorch-eager-real-r2": 920,
+                                        "02-pytorch-eager-synthetic-r1": 1280,
+                                        "02-pytorch-eager-synthetic-r2": 1320}))
     assert pair["real_images_per_s"] == 900 and pair["synthetic_images_per_s"] == 1300
-    assert pair["ratio"] == pytest.approx(900 / 1300) and pair["input_bound"] is True
+    assert pair["ratio"] == pytest.approx(900 / 1300) and pair["repeats"] == 2
+    assert pair["p_value"] < 0.05 and pair["verdict"] == "input-bound" and pair["input_bound"] is True
     assert pair["real_run_ids"] == ["01-pytorch-eager-real-r1", "01-pytorch-eager-real-r2"]
     assert pair["label"] == "pytorch/eager" and pair["dataset"] == "fashion-mnist"
     assert (pair["real_data_load_s"], pair["synthetic_data_load_s"]) == (0.8, 0.1)
+
+
+def test_input_bound_gap_without_repeats_or_significance_is_inconclusive():
+    from orchestrator import input_bound
+
+    [single] = input_bound.analyse(_rows({"01-pytorch-eager-real": 500, "02-pytorch-eager-synthetic": 1000}))
+    assert single["verdict"] == "inconclusive" and single["input_bound"] is False
+    assert single["p_value"] is None and single["repeats"] == 1
+    [noisy] = input_bound.analyse(_rows({"01-pytorch-eager-real-r1": 400, "01-pytorch-eager-real-r2": 1300,
+                                         "02-pytorch-eager-synthetic-r1": 1000,
+                                         "02-pytorch-eager-synthetic-r2": 1100}))
+    assert noisy["ratio"] < 0.9 and noisy["p_value"] > 0.05 and noisy["verdict"] == "inconclusive"
 
 
 def test_input_bound_near_one_is_compute_bound_and_unpaired_runs_are_left_out():
@@ -180,12 +193,13 @@ def test_summary_and_report_carry_the_input_bound_check():
     summary = summarize(rows)
     assert schema_error("summary", summary) is None
     assert summary["input_bound"][0]["ratio"] == 0.5
+    assert summary["input_bound"][0]["verdict"] == "inconclusive"
     assert summary["runs"][1]["synthetic"] is True and summary["runs"][0]["dataset"] == "fashion-mnist"
     html = report.render({"name": "b", "suite": "s", "backend": "docker", "system": {}, "images": {},
                           "statistics": {}, "input_bound": summary["input_bound"],
                           "runs": [{**r, "monitor": []} for r in rows]})
     assert '<h2 id="input-bound">Input-bound check</h2>' in html
-    assert "input-bound</td>" in html and "mnist_cnn / fashion-mnist (synthetic)" in html
+    assert "inconclusive</td>" in html and "mnist_cnn / fashion-mnist (synthetic)" in html
 
 
 def test_input_bound_pairs_only_runs_over_the_same_number_of_samples():

@@ -217,6 +217,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("dlbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dlbench plan ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
+        return 128 + 13  # as a process killed by SIGPIPE
     except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, details on request
         if os.environ.get("DLBENCH_DEBUG"):
             traceback.print_exc()

@@ -100,3 +100,14 @@ def test_cli_plan_prints_without_running(tmp_path):
                           capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "01-pytorch-eager" in proc.stdout and "02-tensorflow-keras" in proc.stdout
+
+
+def test_cli_output_into_a_closed_pipe_is_quiet():
+    """`dlbench plan BIG | head -1`: the reader leaves early; no 'internal error' line."""
+    reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", "--json",
+                           str(REPO_ROOT / "suites" / "input-bound.yaml")],
+                          stdout=reader.stdin, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    reader.stdin.close()
+    reader.wait()
+    assert proc.stderr == "" and proc.returncode == 141

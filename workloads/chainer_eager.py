@@ -1,5 +1,4 @@
 """Chainer, define-by-run training loop (CPU: numpy + its OpenBLAS)."""
-import itertools
 
 import chainer
 import chainer.functions as F
@@ -18,16 +17,15 @@ class ConvNet(chainer.Chain):
         super().__init__()
         self.m = m
         with self.init_scope():
-            self.convs = chainer.ChainList(*[
-                L.Convolution2D(c_in, c_out, k, pad=k // 2 if padding == "same" else 0, **GLOROT)
-                for c_in, c_out, k, padding in m.conv_layers()])
+            self.blocks = chainer.ChainList(*[chainer.ChainList(*[
+                L.Convolution2D(c_in, c_out, k, pad=k // 2 if block.padding == "same" else 0, **GLOROT)
+                for c_in, c_out, k in convs]) for block, convs in m.block_layers()])
             self.hidden = L.Linear(m.flatten_size(), m.dense_units, **GLOROT)
             self.out = L.Linear(m.dense_units, m.classes, **GLOROT)
 
     def forward(self, x):
-        convs = iter(self.convs)
-        for block in self.m.blocks:  # each block takes its own convolutions from the iterator
-            for conv in itertools.islice(convs, len(block.convs)):
+        for block, convs in zip(self.m.blocks, self.blocks):
+            for conv in convs:
                 x = F.relu(conv(x))
             x = F.max_pooling_2d(x, block.pool, cover_all=False)  # cover_all=False: floor, as Keras
             if block.dropout:

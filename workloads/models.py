@@ -43,13 +43,22 @@ class ConvNetSpec:
     parameters: int
     input_dtype = "float32"
 
-    def conv_layers(self):
-        """(in_channels, filters, kernel, padding) of every convolution, in order."""
+    def block_layers(self):
+        """(block, [(in_channels, filters, kernel), ...]) per block, in order: what a
+        framework needs to build each convolution (padding, pool, dropout: the block's)."""
         channels = self.input_shape[2]
         for block in self.blocks:
+            convs = []
             for filters, kernel in block.convs:
-                yield channels, filters, kernel, block.padding
+                convs.append((channels, filters, kernel))
                 channels = filters
+            yield block, convs
+
+    def conv_layers(self):
+        """(in_channels, filters, kernel, padding) of every convolution, in order."""
+        for block, convs in self.block_layers():
+            for c_in, filters, kernel in convs:
+                yield c_in, filters, kernel, block.padding
 
     def flatten_size(self) -> int:
         h, w, channels = self.input_shape

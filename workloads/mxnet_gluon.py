@@ -1,7 +1,6 @@
 """MXNet Gluon: HybridSequential + Trainer, hybridized (compiled graph) by default."""
 import ctypes
 import glob
-import itertools
 import os
 import sysconfig
 
@@ -88,10 +87,9 @@ class Implementation(Base):
 
     @staticmethod
     def _cnn_layers(m):
-        convs = m.conv_layers()  # (in_channels, filters, kernel, padding), in block order
-        for block in m.blocks:
-            for c_in, filters, kernel, padding in itertools.islice(convs, len(block.convs)):
-                yield nn.Conv2D(filters, kernel, padding=kernel // 2 if padding == "same" else 0,
+        for block, convs in m.block_layers():
+            for c_in, filters, kernel in convs:
+                yield nn.Conv2D(filters, kernel, padding=kernel // 2 if block.padding == "same" else 0,
                                 activation="relu", in_channels=c_in)
             yield nn.MaxPool2D(block.pool)
             if block.dropout:

@@ -1,5 +1,4 @@
 """PaddlePaddle, dynamic graph (dygraph) training loop; optionally paddle.jit.to_static."""
-import itertools
 import os
 
 import numpy as np
@@ -21,10 +20,10 @@ def _keras_attrs():  # conv / dense: Glorot uniform weights, zero biases (Keras)
 
 
 def _conv_net(m):
-    layers, convs = [], m.conv_layers()
-    for block in m.blocks:  # each block takes its own convolutions from the generator
-        for c_in, filters, kernel, padding in itertools.islice(convs, len(block.convs)):
-            conv = nn.Conv2D(c_in, filters, kernel, padding=padding, **_keras_attrs())
+    layers = []
+    for block, convs in m.block_layers():
+        for c_in, filters, kernel in convs:
+            conv = nn.Conv2D(c_in, filters, kernel, padding=block.padding, **_keras_attrs())
             layers += [conv, nn.ReLU()]
         layers.append(nn.MaxPool2D(block.pool))
         if block.dropout:

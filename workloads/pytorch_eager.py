@@ -1,5 +1,4 @@
 """PyTorch, eager training loop (optionally torch.compile)."""
-import itertools
 
 import torch
 import torch.nn.functional as F
@@ -10,10 +9,10 @@ from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 
 
 def _conv_net(m):
-    layers, convs = [], m.conv_layers()
-    for block in m.blocks:  # each block takes its own convolutions from the generator
-        for c_in, filters, kernel, padding in itertools.islice(convs, len(block.convs)):
-            layers += [nn.Conv2d(c_in, filters, kernel, padding=padding), nn.ReLU()]
+    layers = []
+    for block, convs in m.block_layers():
+        for c_in, filters, kernel in convs:
+            layers += [nn.Conv2d(c_in, filters, kernel, padding=block.padding), nn.ReLU()]
         layers.append(nn.MaxPool2d(block.pool))
         if block.dropout:
             layers.append(nn.Dropout(block.dropout))

@@ -1,6 +1,5 @@
 """Theano, symbolic graph compiled to C: theano.function for the train step (Adam written
 out, as Theano has no optimizers), evaluation and inference."""
-import itertools
 import os
 import sys
 import tempfile
@@ -66,11 +65,10 @@ class Implementation(Base):
         return x * self.srng.binomial(x.shape, p=1.0 - rate, dtype=FLOAT) / (1.0 - rate)
 
     def _build_convnet(self, m):
-        convs = m.conv_layers()
         self.blocks = []
-        for block in m.blocks:  # each block takes its own convolutions from the generator
+        for block, convs in m.block_layers():
             layers = []
-            for c_in, c_out, k, _ in itertools.islice(convs, len(block.convs)):
+            for c_in, c_out, k in convs:
                 w = self._glorot((c_out, c_in, k, k), c_in * k * k, c_out * k * k)
                 layers.append((w, theano.shared(np.zeros(c_out, FLOAT))))
             self.blocks.append((block, layers))

@@ -12,8 +12,8 @@ import time
 import numpy as np
 
 from workloads import data
-from workloads.models import MODELS
-from workloads.registry import IMPLEMENTATIONS
+from contract.models import MODELS
+from contract.registry import IMPLEMENTATIONS
 
 
 def main(spec_path: str) -> None:

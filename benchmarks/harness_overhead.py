@@ -23,11 +23,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator import data  # noqa: E402
-from orchestrator.backends.docker import DockerBackend, connect  # noqa: E402
-from orchestrator.backends.local import LocalBackend  # noqa: E402
-from orchestrator.results import ResultsDir, read_metrics  # noqa: E402
-from orchestrator.suite import load_suite  # noqa: E402
+from orchestrator import datasets  # noqa: E402
+from orchestrator.execution.backends.docker import DockerBackend, connect  # noqa: E402
+from orchestrator.execution.backends.local import LocalBackend  # noqa: E402
+from orchestrator.results.directory import ResultsDir, read_metrics  # noqa: E402
+from orchestrator.plan.suite import load_suite  # noqa: E402
 
 BENCH_MOUNT = "/opt/dlbench-bench"
 
@@ -106,7 +106,7 @@ def main() -> int:
     client, problem = connect()
     if client is None:
         raise SystemExit(f"needs a Docker engine ({problem})")
-    data_dir = str(data.require("fashion-mnist", ("train", "test")))
+    data_dir = str(datasets.require("fashion-mnist", ("train", "test")))
     docker_backend, local_backend = DockerBackend(client), LocalBackend()
     with tempfile.TemporaryDirectory(prefix="dlbench-overhead-") as tmp:
         runs = planned_runs(args, Path(tmp))

@@ -1,4 +1,4 @@
-"""Where things live: the repository (Dockerfiles, workloads, suites) and the host cache."""
+"""Where things live: the repository (Dockerfiles, contract, workloads, suites) and the host cache."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKER_DIR = REPO_ROOT / "docker"
 WORKLOADS_DIR = REPO_ROOT / "workloads"
-SCHEMA_DIR = WORKLOADS_DIR / "schemas"          # the two contracts, shared with workloads
+CONTRACT_DIR = REPO_ROOT / "contract"            # copied into the images beside workloads/
+SCHEMA_DIR = CONTRACT_DIR / "schemas"           # the two contracts, shared with workloads
 ORCHESTRATOR_SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from contract.jsonio import write_json_atomic
+
 from . import harness
 
 
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
     try:
         os.makedirs(out_dir, exist_ok=True)
         if not args.spec:
-            harness.write_json_atomic(os.path.join(out_dir, "spec.json"), raw)
+            write_json_atomic(os.path.join(out_dir, "spec.json"), raw)
     except OSError as exc:
         print(f"workloads: error: {out_dir}: not writable ({exc.strerror}); mount a writable "
               "directory there or pass --out", file=sys.stderr)

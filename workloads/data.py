@@ -1,6 +1,6 @@
 """Datasets as numpy arrays, in memory before any clock starts.
 
-The host prepares and verifies the files (orchestrator/data.py); here we only read
+The host prepares and verifies the files (orchestrator/datasets/); here we only read
 them: IDX files (MNIST, Fashion-MNIST; plain or gzip-compressed), or the .npy arrays
 the host converted the official CIFAR / IMDB archives to once. `synthetic: true`
 generates arrays of the same shapes instead, seeded, and learnable (each class has
@@ -13,50 +13,16 @@ import os
 import struct
 import zlib
 
-from dataclasses import dataclass
-
 import numpy as np
+
+# The dataset table is the contract's; DataError and info() are used from here too.
+from contract.datasets import NPY_FILES, SPLIT_FILES, DataError, DatasetInfo, info
+
+__all__ = ["DataError", "DatasetInfo", "info", "load", "load_npy_split", "load_split", "read_idx",
+           "synthetic_split"]
 
 # IDX type codes -> numpy dtypes (big-endian as the format stores them).
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-class DataError(Exception):
-    """A dataset file is missing or malformed (message names the file)."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a workload sees of a dataset: one sample's shape and kind, and the split sizes."""
-    name: str
-    format: str                 # "idx" (IDX files) | "npy" ({split}-x.npy, {split}-y.npy)
-    sample_shape: tuple[int, ...]
-    kind: str                   # "image" (uint8 HWC on disk, float32 in [0, 1] here) | "tokens" (int32 ids)
-    classes: int
-    train: int
-    test: int
-    vocab_size: int | None = None  # tokens: ids are < vocab_size (0 padding, 1 start, 2 unknown)
-
-
-DATASETS = {d.name: d for d in (
-    DatasetInfo("mnist", "idx", (28, 28, 1), "image", 10, 60000, 10000),
-    DatasetInfo("fashion-mnist", "idx", (28, 28, 1), "image", 10, 60000, 10000),
-    DatasetInfo("cifar10", "npy", (32, 32, 3), "image", 10, 50000, 10000),
-    DatasetInfo("cifar100", "npy", (32, 32, 3), "image", 100, 50000, 10000),
-    DatasetInfo("imdb", "npy", (150,), "tokens", 2, 25000, 25000, vocab_size=30000),
-)}
-NPY_FILES = ("{split}-x.npy", "{split}-y.npy")
-
-
-def info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
-    return DATASETS[name]
 
 
 def load(dataset: dict, split: str, limit: int | None, seed: int):
@@ -127,16 +93,6 @@ def synthetic_split(ds: DatasetInfo, split: str, limit: int | None, seed: int):
     x *= 0.5
     x += 0.5 * prototypes[y]
     return x, y.astype(np.int64)
-
-
-def model_fits(model, ds: DatasetInfo) -> str | None:
-    """Why a workload's model cannot take this dataset, or None when it can."""
-    if tuple(model.input_shape) != ds.sample_shape or model.classes != ds.classes:
-        return (f"workload {model.name} takes inputs of shape {tuple(model.input_shape)} in "
-                f"{model.classes} classes; dataset {ds.name} has {ds.sample_shape} in {ds.classes}")
-    if ds.vocab_size and getattr(model, "vocab_size", ds.vocab_size) < ds.vocab_size:
-        return f"workload {model.name} has a vocabulary of {model.vocab_size}; {ds.name} uses {ds.vocab_size}"
-    return None
 
 
 def read_idx(path: str) -> np.ndarray:

@@ -7,10 +7,8 @@ evaluation -> metrics.json written atomically. Framework files only subclass
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import importlib
-import json
 import os
 import platform
 import resource
@@ -20,14 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.datasets import model_fits
+from contract.events import format_event
+from contract.hostinfo import cpu_model_name
+from contract.jsonio import write_json_atomic
+from contract.models import ADAM, MODELS
+from contract.registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT
+from contract.schemas import load_schema
+
 from . import data as data_mod
 from .loc import logical_lines_of_implementation
-from .models import ADAM, MODELS
-from .registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT
 
 SCHEMA_VERSION = 1
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
-EVENT_PREFIX = "@dlbench "
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
 
@@ -95,51 +97,13 @@ def batches(n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
-def cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def emit(event: str, **fields) -> None:
     """One progress line on stdout for the orchestrator (and humans) to follow."""
-    print(EVENT_PREFIX + json.dumps({"event": event, **fields}), flush=True)
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write-then-rename so a killed run never leaves a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # e.g. a full disk: no half-written file may stay behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def load_schema(name: str) -> dict:
-    with open(os.path.join(SCHEMA_DIR, f"{name}.schema.json"), encoding="utf-8") as fh:
-        return json.load(fh)
+    print(format_event(event, **fields), flush=True)
 
 
 def validate_spec(spec: dict) -> dict:
@@ -163,7 +127,7 @@ def validate_spec(spec: dict) -> dict:
         dataset = data_mod.info(spec["dataset"]["name"])
     except data_mod.DataError as exc:
         raise SpecError(f"spec field dataset.name: {exc}") from None
-    unfit = data_mod.model_fits(MODELS[spec["workload"]], dataset)
+    unfit = model_fits(MODELS[spec["workload"]], dataset)
     if unfit:
         raise SpecError(f"spec field workload: {unfit}")
     if not spec["dataset"].get("synthetic") and not spec["dataset"].get("path"):

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from orchestrator import data
-from orchestrator.backends.docker import NO_GPU_MESSAGE, DockerBackend
+from orchestrator import datasets
+from orchestrator.execution.backends.docker import NO_GPU_MESSAGE, DockerBackend
 from orchestrator.paths import REPO_ROOT
-from orchestrator.results import ResultsDir, schema_error
-from orchestrator.suite import load_suite
+from orchestrator.results.directory import ResultsDir, schema_error
+from orchestrator.plan.suite import load_suite
 
 from .helpers import dlbench, only_results_dir, runs, write_suite
 
@@ -30,7 +30,7 @@ def leftover_containers(client):
 
 
 def test_make_bench_trains_both_frameworks_in_containers(docker_client, env, tmp_path):
-    if data.locate("fashion-mnist", ("train", "test")) is None:
+    if datasets.locate("fashion-mnist", ("train", "test")) is None:
         pytest.fail("Fashion-MNIST missing: apt-get install dataset-fashion-mnist (CI does)")
     # --no-print-directory: under `make test` the nested make would add "Leaving directory".
     proc = subprocess.run(["make", "--no-print-directory", "bench", "BACKEND=docker"],
@@ -99,7 +99,7 @@ def mnist_cache(tmp_path_factory, mnist_test_dir):
     old = os.environ.get("DLBENCH_CACHE")
     os.environ["DLBENCH_CACHE"] = str(cache)
     try:
-        data.import_dir("mnist", mnist_test_dir)
+        datasets.import_dir("mnist", mnist_test_dir)
     finally:
         if old is None:
             del os.environ["DLBENCH_CACHE"]

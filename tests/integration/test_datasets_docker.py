@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from orchestrator import data
-from orchestrator.backends.docker import DockerBackend
+from orchestrator import datasets
+from orchestrator.execution.backends.docker import DockerBackend
 from orchestrator.images import BuildOptions
-from orchestrator.runner import run_suite
-from orchestrator.suite import load_suite
+from orchestrator.execution.runner import run_suite
+from orchestrator.plan.suite import load_suite
 from tests.unit.test_data_archives import make_cifar10, make_imdb, publish
 
 from .helpers import runs, write_suite
@@ -34,7 +34,7 @@ def test_imported_cifar10_and_imdb_train_in_containers_beside_synthetic_twins(
     imdb = make_imdb(tmp_path / "imdb.npz", x_train=reviews(256), x_test=reviews(64))
     publish(monkeypatch, "imdb", imdb.path, train=256, test=64)
     for name, archive in (("cifar10", cifar.path), ("imdb", imdb.path)):
-        data.import_dir(name, archive)
+        datasets.import_dir(name, archive)
 
     suite = load_suite(write_suite(tmp_path, """
         name: archives

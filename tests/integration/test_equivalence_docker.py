@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import equivalence
-from orchestrator.backends.docker import DockerBackend
+from orchestrator.analysis import equivalence
+from orchestrator.execution.backends.docker import DockerBackend
 from orchestrator.images import BuildOptions
 from orchestrator.paths import WORKLOADS_DIR
-from workloads.models import MODELS
-from orchestrator.runner import run_suite
-from workloads.registry import IMPLEMENTATIONS
+from contract.models import MODELS
+from orchestrator.execution.runner import run_suite
+from contract.registry import IMPLEMENTATIONS
 
 from .helpers import dlbench, runs
 

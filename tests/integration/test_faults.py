@@ -23,11 +23,11 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from orchestrator.backends.docker import CONTAINER_UID, NO_GPU_MESSAGE, RESULTS_LABEL, DockerBackend
+from orchestrator.execution.backends.docker import CONTAINER_UID, NO_GPU_MESSAGE, RESULTS_LABEL, DockerBackend
 from orchestrator.paths import REPO_ROOT
-from orchestrator.results import MIN_FREE_BYTES, ResultsDir
-from orchestrator.runner import run_suite
-from orchestrator.suite import load_suite
+from orchestrator.results.directory import MIN_FREE_BYTES, ResultsDir
+from orchestrator.execution.runner import run_suite
+from orchestrator.plan.suite import load_suite
 
 from .helpers import DLBENCH, dlbench, only_results_dir, runs, write_suite
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from orchestrator import data
-from orchestrator.results import schema_error
+from orchestrator import datasets
+from orchestrator.results.directory import schema_error
 
 from .helpers import dlbench, only_results_dir, runs, write_suite
 
@@ -33,7 +33,7 @@ EXPECTED_IDS = [f"{i:02d}-{fw}-bs{bs}-r{r}" for i, (fw, bs) in enumerate(
 
 @pytest.fixture(scope="module")
 def sweep(docker_client, base_image, tmp_path_factory):
-    if data.locate("fashion-mnist", ("train", "test")) is None:
+    if datasets.locate("fashion-mnist", ("train", "test")) is None:
         pytest.fail("Fashion-MNIST missing: apt-get install dataset-fashion-mnist (CI does)")
     tmp = tmp_path_factory.mktemp("sweep")
     proc = dlbench("run", write_suite(tmp, SWEEP), "--backend", "docker",

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from orchestrator import bundle
+from orchestrator.results import bundle
 
 from .helpers import dlbench, only_results_dir, runs, write_suite
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import bundle, compare, report
+from orchestrator.results import bundle
+from orchestrator.report import compare
+from orchestrator import report
 from orchestrator.paths import REPO_ROOT
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "bundle-small"

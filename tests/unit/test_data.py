@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import data
+from orchestrator import datasets
 from orchestrator.errors import DlbenchError
 from tests.data_fixtures import closed_port_url, isolated, serve  # noqa: F401 (autouse)
 from workloads.data import DataError, load_split, read_idx
@@ -27,7 +27,7 @@ MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 @pytest.fixture(scope="session")
 def debian_fashion() -> Path:
-    if not all((DEBIAN_FASHION / f.filename).is_file() for f in data.get("fashion-mnist").files):
+    if not all((DEBIAN_FASHION / f.filename).is_file() for f in datasets.get("fashion-mnist").files):
         if IN_CI:
             pytest.fail("dataset-fashion-mnist not installed (CI installs it)")
         pytest.skip("Debian package dataset-fashion-mnist not installed")
@@ -46,8 +46,8 @@ def files_under(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
 
 
-def spec(name: str, filename: str) -> data.DataFile:
-    return next(f for f in data.get(name).files if f.filename == filename)
+def spec(name: str, filename: str) -> datasets.DataFile:
+    return next(f for f in datasets.get(name).files if f.filename == filename)
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
@@ -69,28 +69,28 @@ def test_registry_matches_real_mnist_test_files(mnist_test_dir):
         assert sha256(path) == f.sha256 == published_sha[filename]
         assert path.stat().st_size == f.size
         assert hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest() == f.content_sha256
-    check = data.verify_dir("mnist", mnist_test_dir)
+    check = datasets.verify_dir("mnist", mnist_test_dir)
     assert check.splits == ("test",)
     assert [c.method for c in check.files if c.path] == ["published .gz"] * 2
 
 
 def test_registry_is_consistent():
-    for ds in data.DATASETS.values():
+    for ds in datasets.DATASETS.values():
         assert ds.splits == ("train", "test")
         for f in ds.files:
             assert len(f.md5) == 32 and (f.sha256 is None or len(f.sha256) == 64)
             assert f.count == (60000 if f.split == "train" else 10000)
             assert f.shape[1:] == ((28, 28) if f.kind == "images" else ())
         assert ds.mirrors and all(m.startswith(("http://", "https://")) for m in ds.mirrors)
-    assert data.DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    assert datasets.DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
     with pytest.raises(DlbenchError, match="unknown dataset 'cifar'.*fashion-mnist, mnist"):
-        data.get("cifar")
+        datasets.get("cifar")
 
 
 # --------------------------------------------------------------------------- import, require
 
 def test_import_test_split_only_then_require(mnist_test_dir, isolated):
-    result = data.import_dir("mnist", mnist_test_dir)     # README, MD5SUMS… are ignored
+    result = datasets.import_dir("mnist", mnist_test_dir)     # README, MD5SUMS… are ignored
     cache = isolated / "datasets" / "mnist"
     assert result.directory == cache
     assert result.imported == ("test",) and result.splits == ("test",)
@@ -101,24 +101,24 @@ def test_import_test_split_only_then_require(mnist_test_dir, isolated):
         assert (cache / filename).stat().st_mode & 0o044 == 0o044    # readable in containers
 
     with pytest.raises(DlbenchError) as exc:
-        data.require("mnist")
+        datasets.require("mnist")
     message = one_line(exc)
     assert "mnist: train split missing" in message
     assert "dlbench data fetch mnist" in message and "dlbench data import mnist DIR" in message
-    assert data.require("mnist", splits=("test",)) == cache
+    assert datasets.require("mnist", splits=("test",)) == cache
 
-    loc = data.locate("mnist")
+    loc = datasets.locate("mnist")
     assert loc.source == "cache" and loc.splits == ("test",)
-    assert ("mnist", loc, ("test",)) in data.status()
+    assert ("mnist", loc, ("test",)) in datasets.status()
 
 
 def test_require_nothing_prepared(isolated):
     with pytest.raises(DlbenchError) as exc:
-        data.require("mnist")
+        datasets.require("mnist")
     message = one_line(exc)
     assert "dataset mnist is not prepared" in message and str(isolated) in message
     with pytest.raises(DlbenchError, match="no split 'valid'"):
-        data.require("mnist", splits=("valid",))
+        datasets.require("mnist", splits=("valid",))
 
 
 def test_import_uncompressed_files_are_gzipped_and_verified(mnist_test_dir, tmp_path, isolated):
@@ -127,14 +127,14 @@ def test_import_uncompressed_files_are_gzipped_and_verified(mnist_test_dir, tmp_
     for filename in MNIST_TEST_FILES:     # the dotted names gunzip -N gives
         stem = filename[:-3].replace("-idx", ".idx")
         (source / stem).write_bytes(gzip.decompress((mnist_test_dir / filename).read_bytes()))
-    result = data.import_dir("mnist", source)
+    result = datasets.import_dir("mnist", source)
     assert result.imported == ("test",)
     assert {how for _, how in result.files} == {"content SHA-256"}
     cache = isolated / "datasets" / "mnist"
     assert sorted(p.name for p in files_under(cache)) == sorted(MNIST_TEST_FILES)
-    assert data.verify_dir("mnist", cache).splits == ("test",)
+    assert datasets.verify_dir("mnist", cache).splits == ("test",)
     first = sha256(cache / MNIST_TEST_FILES[1])
-    data.import_dir("mnist", source)                    # deterministic gzip: same bytes again
+    datasets.import_dir("mnist", source)                    # deterministic gzip: same bytes again
     assert sha256(cache / MNIST_TEST_FILES[1]) == first
 
 
@@ -154,7 +154,7 @@ def test_import_corrupt_file_names_it_and_copies_nothing(mnist_test_dir, tmp_pat
                                         "t10k-labels-idx1-ubyte.gz", 0xFF)
     labels = source / "t10k-labels-idx1-ubyte.gz"
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("mnist", source)
+        datasets.import_dir("mnist", source)
     message = one_line(exc)
     assert str(labels) in message and "checksum mismatch" in message
     assert md5(labels) in message and spec("mnist", labels.name).md5 in message
@@ -166,12 +166,12 @@ def test_import_needs_a_complete_split(mnist_test_dir, tmp_path, isolated):
     source.mkdir()
     shutil.copy(mnist_test_dir / "t10k-images-idx3-ubyte.gz", source)
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("mnist", source)
+        datasets.import_dir("mnist", source)
     assert "no complete mnist split" in one_line(exc) and "t10k-labels-idx1-ubyte.gz" in str(exc.value)
     with pytest.raises(DlbenchError, match="no mnist files there"):
-        data.import_dir("mnist", _empty(tmp_path))
+        datasets.import_dir("mnist", _empty(tmp_path))
     with pytest.raises(DlbenchError, match="not a directory"):
-        data.import_dir("mnist", tmp_path / "nope")
+        datasets.import_dir("mnist", tmp_path / "nope")
     assert files_under(isolated) == []
 
 
@@ -185,10 +185,10 @@ def _empty(tmp_path: Path) -> Path:
 def test_import_other_datasets_file_is_named(debian_fashion, tmp_path, isolated):
     source = tmp_path / "mixed"
     source.mkdir()
-    for f in data.get("fashion-mnist").split_files("test"):
+    for f in datasets.get("fashion-mnist").split_files("test"):
         shutil.copy(debian_fashion / f.filename, source)
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("mnist", source)
+        datasets.import_dir("mnist", source)
     assert "this is the fashion-mnist t10k-images-idx3-ubyte.gz" in one_line(exc)
 
 
@@ -196,9 +196,9 @@ def test_data_dir_env_is_searched_first(mnist_test_dir, tmp_path, monkeypatch):
     root = tmp_path / "datasets"
     shutil.copytree(mnist_test_dir, root / "mnist")
     monkeypatch.setenv("DLBENCH_DATA_DIR", str(root))
-    loc = data.locate("mnist", ("test",))
+    loc = datasets.locate("mnist", ("test",))
     assert loc.directory == root / "mnist" and loc.source == "DLBENCH_DATA_DIR"
-    assert data.require("mnist", ("test",)) == root / "mnist"
+    assert datasets.require("mnist", ("test",)) == root / "mnist"
 
 
 def test_wrong_header_is_not_a_complete_split(mnist_test_dir, tmp_path, monkeypatch):
@@ -210,8 +210,8 @@ def test_wrong_header_is_not_a_complete_split(mnist_test_dir, tmp_path, monkeypa
     shutil.copy(mnist_test_dir / "t10k-labels-idx1-ubyte.gz", root / "mnist" / "t10k-images-idx3-ubyte")
     (root / "mnist" / "t10k-images-idx3-ubyte.gz").unlink()
     monkeypatch.setenv("DLBENCH_DATA_DIR", str(root))
-    assert data.complete_splits("mnist", root / "mnist") == ()
-    assert data.locate("mnist") is None
+    assert datasets.complete_splits("mnist", root / "mnist") == ()
+    assert datasets.locate("mnist") is None
 
 
 # --------------------------------------------------------------------------- reading real data
@@ -231,11 +231,11 @@ def test_load_real_mnist_test_split(mnist_test_dir):
 
 
 def test_debian_fashion_mnist_is_located_and_verified(debian_fashion, isolated):
-    loc = data.locate("fashion-mnist")
+    loc = datasets.locate("fashion-mnist")
     assert loc is not None and loc.directory == debian_fashion and loc.source == "system"
     assert loc.splits == ("train", "test")
-    assert data.require("fashion-mnist") == debian_fashion
-    check = data.verify_dir("fashion-mnist", debian_fashion)
+    assert datasets.require("fashion-mnist") == debian_fashion
+    check = datasets.verify_dir("fashion-mnist", debian_fashion)
     # Debian re-wrote the gzip headers: accepted by content, not by the .gz MD5
     assert check.splits == ("train", "test") and not check.bad
     assert {c.method for c in check.files} == {"content SHA-256"}
@@ -263,7 +263,7 @@ def test_fetch_from_loopback_server(mnist_test_dir, isolated, monkeypatch):
     seen = []
     with serve(mnist_test_dir) as url:
         monkeypatch.setenv("DLBENCH_DATA_MIRROR", url)
-        result = data.fetch("mnist", splits=("test",),
+        result = datasets.fetch("mnist", splits=("test",),
                             progress=lambda name, done, total: seen.append((name, done, total)))
     cache = isolated / "datasets" / "mnist"
     assert [name for name, _ in result.downloaded] == list(MNIST_TEST_FILES)
@@ -276,14 +276,14 @@ def test_fetch_from_loopback_server(mnist_test_dir, isolated, monkeypatch):
     assert ("t10k-images-idx3-ubyte.gz", 1648877, 1648877) in seen
 
     # already verified files are kept, so no mirror is needed a second time
-    again = data.fetch("mnist", splits=("test",), mirrors=[closed_port_url()])
+    again = datasets.fetch("mnist", splits=("test",), mirrors=[closed_port_url()])
     assert again.downloaded == [] and again.already == list(MNIST_TEST_FILES)
 
 
 def test_fetch_all_splits_fails_on_the_missing_train_files(mnist_test_dir):
     with serve(mnist_test_dir) as url:
         with pytest.raises(DlbenchError) as exc:
-            data.fetch("mnist", mirrors=[url])
+            datasets.fetch("mnist", mirrors=[url])
     message = one_line(exc)
     assert "train-images-idx3-ubyte.gz" in message and "404" in message
     assert "dlbench data import mnist DIR" in message
@@ -295,7 +295,7 @@ def test_fetch_corrupted_file_is_an_error_and_leaves_nothing(mnist_test_dir, tmp
     target = served / "t10k-images-idx3-ubyte.gz"
     with serve(served) as url:
         with pytest.raises(DlbenchError) as exc:
-            data.fetch("mnist", splits=("test",), mirrors=[url])
+            datasets.fetch("mnist", splits=("test",), mirrors=[url])
     message = one_line(exc)
     assert "t10k-images-idx3-ubyte.gz" in message and "checksum mismatch" in message
     assert md5(target) in message and spec("mnist", target.name).md5 in message
@@ -305,7 +305,7 @@ def test_fetch_corrupted_file_is_an_error_and_leaves_nothing(mnist_test_dir, tmp
 def test_fetch_unreachable_mirror_is_one_line(isolated):
     url = closed_port_url()
     with pytest.raises(DlbenchError) as exc:
-        data.fetch("mnist", mirrors=[url])
+        datasets.fetch("mnist", mirrors=[url])
     message = one_line(exc)
     assert url in message and "dlbench data import mnist DIR" in message
     assert files_under(isolated) == []
@@ -314,7 +314,7 @@ def test_fetch_unreachable_mirror_is_one_line(isolated):
 def test_fetch_tries_mirrors_in_order(mnist_test_dir, isolated):
     dead = closed_port_url()
     with serve(mnist_test_dir) as url:
-        result = data.fetch("mnist", splits=("test",), mirrors=[dead, url])
+        result = datasets.fetch("mnist", splits=("test",), mirrors=[dead, url])
     assert [u for _, u in result.downloaded] == [url + f for f in MNIST_TEST_FILES]
     assert len(result.failures) == 2 and all(dead in f for f in result.failures)
 
@@ -406,7 +406,7 @@ def test_idx_corrupt_gzip_stream(tmp_path, mnist_test_dir):
 
 def run_cli(*argv: str) -> int:
     import argparse
-    from orchestrator.cli_data import add_data_commands
+    from orchestrator.cli.data import add_data_commands
     parser = argparse.ArgumentParser(prog="dlbench")
     add_data_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import workloads.data as wdata
-from orchestrator import data, data_archives
+from contract import datasets as contract_datasets
+from orchestrator import datasets
+from orchestrator.datasets import archives as data_archives
 from orchestrator.errors import DlbenchError
 from tests.data_fixtures import closed_port_url, isolated, serve  # noqa: F401 (autouse)
 from workloads.data import load_npy_split
@@ -198,12 +199,12 @@ def digests(path: Path) -> dict:
 
 def publish(monkeypatch, name: str, archive: Path, train: int | None = None, test: int | None = None):
     """Make ``archive`` the published one for ``name`` (checksums, size) and the
-    dataset this size in workloads.data.DATASETS (the one place sizes live)."""
+    dataset this size in contract.datasets.DATASETS (the one place sizes live)."""
     monkeypatch.setitem(data_archives.ARCHIVES, name,
                         dataclasses.replace(data_archives.ARCHIVES[name], **digests(archive)))
     sizes = {k: v for k, v in (("train", train), ("test", test)) if v is not None}
     if sizes:
-        monkeypatch.setitem(wdata.DATASETS, name, dataclasses.replace(wdata.DATASETS[name], **sizes))
+        monkeypatch.setitem(contract_datasets.DATASETS, name, dataclasses.replace(contract_datasets.DATASETS[name], **sizes))
 
 
 @pytest.fixture
@@ -233,10 +234,10 @@ def imdb(tmp_path, monkeypatch) -> Made:
 # --------------------------------------------------------------------------- registry
 
 def test_registry_matches_workloads_and_published_values():
-    formats = {name: info.format for name, info in wdata.DATASETS.items()}
+    formats = {name: info.format for name, info in contract_datasets.DATASETS.items()}
     assert set(data_archives.ARCHIVES) == {n for n, f in formats.items() if f == "npy"}
-    assert set(data.DATASETS) == {n for n, f in formats.items() if f == "idx"}
-    assert data.names() == sorted(formats)
+    assert set(datasets.DATASETS) == {n for n, f in formats.items() if f == "idx"}
+    assert datasets.names() == sorted(formats)
     published = {  # torchvision's MD5s, Keras' SHA-256s and imdb.npz MD5
         "cifar10": ("cifar-10-python.tar.gz", 170498071, "c58f30108f718f92721af3b95e74349a",
                     "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
@@ -246,22 +247,22 @@ def test_registry_matches_workloads_and_published_values():
                  "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f"),
     }
     for name, (filename, size, md5, sha256) in published.items():
-        ds = data.get(name)
+        ds = datasets.get(name)
         assert (ds.filename, ds.size, ds.md5, ds.sha256) == (filename, size, md5, sha256)
         assert ds.splits == ("train", "test") and ds.mirrors[0].startswith("https://")
-    assert data.get("cifar100").settings()["labels"] == "fine_labels"
-    assert data.get("imdb").settings() == {
+    assert datasets.get("cifar100").settings()["labels"] == "fine_labels"
+    assert datasets.get("imdb").settings() == {
         "num_words": 30000, "maxlen": 150, "seed": 113, "start_char": 1, "oov_char": 2,
         "index_from": 3, "skip_top": 0, "padding": "pre", "truncating": "pre", "value": 0}
     with pytest.raises(DlbenchError) as exc:
-        data.get("cifar")
+        datasets.get("cifar")
     assert "cifar10, cifar100, imdb" in one_line(exc) and "fashion-mnist, mnist" in str(exc.value)
 
 
 # --------------------------------------------------------------------------- CIFAR-10
 
 def test_cifar10_import_converts_to_nhwc(cifar10, isolated):
-    result = data.import_dir("cifar10", cifar10.path)
+    result = datasets.import_dir("cifar10", cifar10.path)
     cache = isolated / "datasets" / "cifar10"
     assert result.directory == cache and result.imported == ("train", "test") and result.missing == ()
     assert result.files == [(cifar10.path, "published MD5 and SHA-256, converted to .npy")]
@@ -280,7 +281,7 @@ def test_cifar10_import_converts_to_nhwc(cifar10, isolated):
     y = np.load(cache / "train-y.npy", allow_pickle=False)
     assert y.dtype == np.uint8 and y.tolist() == cifar10.y["train"].tolist()   # batches 1..5 in order
 
-    ds = wdata.info("cifar10")
+    ds = contract_datasets.info("cifar10")
     xs, ys = load_npy_split(ds, str(cache), "test")
     assert xs.shape == (10, 32, 32, 3) and xs.dtype == np.float32 and ys.dtype == np.int64
     assert np.array_equal(np.rint(xs * 255).astype(np.uint8),
@@ -289,16 +290,16 @@ def test_cifar10_import_converts_to_nhwc(cifar10, isolated):
     x5, y5 = load_npy_split(ds, str(cache), "train", limit=5)
     assert x5.shape == (5, 32, 32, 3) and y5.tolist() == cifar10.y["train"][:5].tolist()
 
-    assert data.require("cifar10", splits=("train", "test")) == cache
-    loc = data.locate("cifar10")
+    assert datasets.require("cifar10", splits=("train", "test")) == cache
+    loc = datasets.locate("cifar10")
     assert loc.source == "cache" and loc.splits == ("train", "test")
-    assert ("cifar10", loc, ("train", "test")) in data.status()
+    assert ("cifar10", loc, ("train", "test")) in datasets.status()
 
 
 def test_converted_files_are_world_readable_with_a_manifest(cifar10, isolated):
     old = os.umask(0o077)                  # a strict umask must not make the data private
     try:
-        data.import_dir("cifar10", cifar10.path)
+        datasets.import_dir("cifar10", cifar10.path)
     finally:
         os.umask(old)
     cache = isolated / "datasets" / "cifar10"
@@ -311,39 +312,39 @@ def test_converted_files_are_world_readable_with_a_manifest(cifar10, isolated):
     assert manifest["files"]["train-x.npy"]["shape"] == [50, 32, 32, 3]
     for name in NPY:
         assert manifest["files"][name]["sha256"] == hashlib.sha256((cache / name).read_bytes()).hexdigest()
-    check = data.verify_dir("cifar10", cache)
+    check = datasets.verify_dir("cifar10", cache)
     assert not check.bad and check.splits == ("train", "test")
 
 
 def test_import_a_directory_holding_the_archive(cifar10):
-    assert data.import_dir("cifar10", cifar10.path.parent).splits == ("train", "test")
+    assert datasets.import_dir("cifar10", cifar10.path.parent).splits == ("train", "test")
 
 
 def test_import_twice_replaces_and_gives_the_same_bytes(cifar10, isolated):
-    data.import_dir("cifar10", cifar10.path)
+    datasets.import_dir("cifar10", cifar10.path)
     cache = isolated / "datasets" / "cifar10"
     first = {p.name: p.read_bytes() for p in cache.iterdir()}
-    data.import_dir("cifar10", cifar10.path)
+    datasets.import_dir("cifar10", cifar10.path)
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == first
     assert entries_under(isolated / "datasets") == ["cifar10"]
 
 
 def test_require_before_anything_is_prepared(isolated):
     with pytest.raises(DlbenchError) as exc:
-        data.require("cifar10", splits=("train", "test"))
+        datasets.require("cifar10", splits=("train", "test"))
     message = one_line(exc)
     assert "dataset cifar10 is not prepared" in message and str(isolated) in message
     assert "dlbench data fetch cifar10" in message and "dlbench data import cifar10 FILE" in message
     with pytest.raises(DlbenchError, match="no split 'valid'"):
-        data.require("imdb", splits=("valid",))
+        datasets.require("imdb", splits=("valid",))
 
 
 def test_data_dir_env_holds_a_converted_copy(cifar10, isolated, tmp_path, monkeypatch):
-    data.import_dir("cifar10", cifar10.path)
+    datasets.import_dir("cifar10", cifar10.path)
     root = tmp_path / "shared-data"
     shutil.copytree(isolated / "datasets" / "cifar10", root / "cifar10")
     monkeypatch.setenv("DLBENCH_DATA_DIR", str(root))
-    loc = data.locate("cifar10")
+    loc = datasets.locate("cifar10")
     assert loc.directory == root / "cifar10" and loc.source == "DLBENCH_DATA_DIR"
 
 
@@ -353,7 +354,7 @@ def test_wrong_checksum_is_refused_and_leaves_nothing(cifar10, tmp_path, monkeyp
     ds = data_archives.ARCHIVES["cifar10"]
     monkeypatch.setitem(data_archives.ARCHIVES, "cifar10", dataclasses.replace(ds, md5="0" * 32))
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("cifar10", cifar10.path)
+        datasets.import_dir("cifar10", cifar10.path)
     message = one_line(exc)
     assert message.startswith(f"{cifar10.path}: not the published cifar-10-python.tar.gz")
     assert f"checksum mismatch: MD5 {digests(cifar10.path)['md5']}, expected {'0' * 32}" in message
@@ -362,7 +363,7 @@ def test_wrong_checksum_is_refused_and_leaves_nothing(cifar10, tmp_path, monkeyp
 
     monkeypatch.setitem(data_archives.ARCHIVES, "cifar10", dataclasses.replace(ds, sha256="f" * 64))
     with pytest.raises(DlbenchError, match="checksum mismatch: SHA-256 .*expected f{64}"):
-        data.import_dir("cifar10", cifar10.path)
+        datasets.import_dir("cifar10", cifar10.path)
     assert files_under(isolated) == []
 
 
@@ -372,14 +373,14 @@ def test_truncated_archive(cifar10, tmp_path, monkeypatch, isolated):
     raw = cifar10.path.read_bytes()
     cut.write_bytes(raw[:len(raw) // 2])
     with pytest.raises(DlbenchError) as exc:          # the published size tells it at once
-        data.import_dir("cifar10", cut)
+        datasets.import_dir("cifar10", cut)
     message = one_line(exc)
     assert f"{len(raw) // 2} bytes, the published cifar-10-python.tar.gz has {len(raw)}" in message
     assert "truncated download?" in message and files_under(isolated) == []
 
     publish(monkeypatch, "cifar10", cut)              # even if its checksum matched
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("cifar10", cut)
+        datasets.import_dir("cifar10", cut)
     message = one_line(exc)
     assert str(cut) in message and "cannot be converted" in message and "nothing was kept" in message
     assert files_under(isolated) == []
@@ -396,7 +397,7 @@ def test_malicious_pickle_in_a_matching_archive_is_refused(tmp_path, monkeypatch
                         override={"data_batch_3": py2_pickle({b"data": Evil()})})
     publish(monkeypatch, "cifar10", made.path, train=50, test=10)
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("cifar10", made.path)
+        datasets.import_dir("cifar10", made.path)
     message = one_line(exc)
     assert "cifar-10-batches-py/data_batch_3" in message
     assert f"refers to {os.system.__module__}.system, which is not allowed" in message
@@ -405,7 +406,7 @@ def test_malicious_pickle_in_a_matching_archive_is_refused(tmp_path, monkeypatch
     made = make_imdb(tmp_path / "imdb.npz", evil=Evil())
     publish(monkeypatch, "imdb", made.path, train=len(IMDB_TRAIN) + 1, test=len(IMDB_TEST))
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("imdb", made.path)
+        datasets.import_dir("imdb", made.path)
     assert "x_train.npy" in one_line(exc) and "system, which is not allowed" in str(exc.value)
     assert not marker.exists() and files_under(isolated) == []
 
@@ -414,34 +415,34 @@ def test_archive_missing_a_member_or_with_other_sizes(tmp_path, monkeypatch, iso
     made = make_cifar10(tmp_path / "cifar-10-python.tar.gz", override={"test_batch": None})
     publish(monkeypatch, "cifar10", made.path, train=50, test=10)
     with pytest.raises(DlbenchError, match="the archive lacks cifar-10-batches-py/test_batch"):
-        data.import_dir("cifar10", made.path)
+        datasets.import_dir("cifar10", made.path)
     made = make_cifar10(tmp_path / "other.tar.gz", train=40)
     publish(monkeypatch, "cifar10", made.path, train=50, test=10)   # DATASETS says 50
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("cifar10", made.path)
+        datasets.import_dir("cifar10", made.path)
     assert "train-x.npy as uint8 (40, 32, 32, 3), cifar10 is uint8 (50, 32, 32, 3)" in one_line(exc)
     assert files_under(isolated) == []
 
 
 def test_the_other_datasets_archive_is_named(cifar10, cifar100, isolated):
     with pytest.raises(DlbenchError) as exc:
-        data.import_dir("cifar10", cifar100.path)
+        datasets.import_dir("cifar10", cifar100.path)
     assert "this is the cifar100 archive cifar-100-python.tar.gz" in one_line(exc)
     assert "dlbench data import cifar100 FILE" in str(exc.value)
 
 
 def test_import_needs_the_archive(tmp_path, isolated):
     with pytest.raises(DlbenchError, match="no such file; give the cifar-10-python.tar.gz"):
-        data.import_dir("cifar10", tmp_path / "nope.tar.gz")
+        datasets.import_dir("cifar10", tmp_path / "nope.tar.gz")
     (tmp_path / "cifar-10-batches-py").mkdir()
     with pytest.raises(DlbenchError, match="no cifar-10-python.tar.gz there.*not an unpacked copy"):
-        data.import_dir("cifar10", tmp_path / "cifar-10-batches-py")
+        datasets.import_dir("cifar10", tmp_path / "cifar-10-batches-py")
 
 
 # --------------------------------------------------------------------------- interrupted conversions
 
 def test_interrupted_conversion_keeps_the_previous_one(cifar10, isolated, monkeypatch):
-    data.import_dir("cifar10", cifar10.path)
+    datasets.import_dir("cifar10", cifar10.path)
     cache = isolated / "datasets" / "cifar10"
     before = {p.name: p.read_bytes() for p in cache.iterdir()}
     real, calls = data_archives._write_npy, []
@@ -454,7 +455,7 @@ def test_interrupted_conversion_keeps_the_previous_one(cifar10, isolated, monkey
 
     monkeypatch.setattr(data_archives, "_write_npy", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        data.import_dir("cifar10", cifar10.path)
+        datasets.import_dir("cifar10", cifar10.path)
     assert entries_under(isolated / "datasets") == ["cifar10"]
     assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
 
@@ -471,16 +472,16 @@ def test_what_a_killed_conversion_left_is_swept(cifar10, isolated):
     live.mkdir()
     other = root / f".cifar100-{dead.pid}-0badc0de.part"          # another dataset's: not ours
     other.mkdir()
-    data.import_dir("cifar10", cifar10.path)
+    datasets.import_dir("cifar10", cifar10.path)
     assert entries_under(root) == sorted([live.name, other.name, "cifar10"])
 
 
 # --------------------------------------------------------------------------- CIFAR-100, IMDB
 
 def test_cifar100_uses_the_fine_labels(cifar100, isolated):
-    result = data.import_dir("cifar100", cifar100.path)
+    result = datasets.import_dir("cifar100", cifar100.path)
     assert result.splits == ("train", "test")
-    ds = wdata.info("cifar100")
+    ds = contract_datasets.info("cifar100")
     for split, n in (("train", 20), ("test", 10)):
         x, y = load_npy_split(ds, str(result.directory), split)
         assert x.shape == (n, 32, 32, 3)
@@ -490,7 +491,7 @@ def test_cifar100_uses_the_fine_labels(cifar100, isolated):
 
 
 def test_imdb_indices_shuffle_and_padding_match_keras(imdb, isolated):
-    result = data.import_dir("imdb", imdb.path)
+    result = datasets.import_dir("imdb", imdb.path)
     cache = result.directory
     x = np.load(cache / "train-x.npy", allow_pickle=False)
     assert x.dtype == np.int32 and x.shape == (len(IMDB_TRAIN), 150)
@@ -500,7 +501,7 @@ def test_imdb_indices_shuffle_and_padding_match_keras(imdb, isolated):
     for split, n in (("train", len(IMDB_TRAIN)), ("test", len(IMDB_TEST))):
         order[split] = np.arange(n)
         rng.shuffle(order[split])
-    ds = wdata.info("imdb")
+    ds = contract_datasets.info("imdb")
     for split, raw in (("train", IMDB_TRAIN), ("test", IMDB_TEST)):
         xs, ys = load_npy_split(ds, str(cache), split)
         assert xs.dtype == np.int32 and xs.shape == (len(raw), 150)
@@ -521,30 +522,30 @@ def test_imdb_indices_shuffle_and_padding_match_keras(imdb, isolated):
 # --------------------------------------------------------------------------- verify, stale conversions
 
 def test_verify_finds_a_damaged_or_stale_conversion(cifar10, imdb, isolated):
-    data.import_dir("cifar10", cifar10.path)
+    datasets.import_dir("cifar10", cifar10.path)
     cache = isolated / "datasets" / "cifar10"
     target = cache / "test-y.npy"
     raw = bytearray(target.read_bytes())
     raw[-1] ^= 0x01
     target.write_bytes(bytes(raw))
-    check = data.verify_dir("cifar10", cache)
+    check = datasets.verify_dir("cifar10", cache)
     assert [c.filename for c in check.bad] == ["test-y.npy"] and check.splits == ("train",)
     assert "checksum mismatch: SHA-256" in check.bad[0].problem
 
     truncated = cache / "train-x.npy"
     truncated.write_bytes(truncated.read_bytes()[:-10])
-    assert data.complete_splits("cifar10", cache) == ("test",)       # header check: no hashing
-    assert "truncated?" in data.verify_dir("cifar10", cache).bad[0].problem
+    assert datasets.complete_splits("cifar10", cache) == ("test",)       # header check: no hashing
+    assert "truncated?" in datasets.verify_dir("cifar10", cache).bad[0].problem
 
-    data.import_dir("imdb", imdb.path)
+    datasets.import_dir("imdb", imdb.path)
     imdb_dir = isolated / "datasets" / "imdb"
     manifest = json.loads((imdb_dir / "manifest.json").read_text())
     manifest["settings"]["num_words"] = 20000
     (imdb_dir / "manifest.json").write_text(json.dumps(manifest))
-    check = data.verify_dir("imdb", imdb_dir)
+    check = datasets.verify_dir("imdb", imdb_dir)
     assert check.bad[0].filename == "manifest.json"
     assert "converted with other settings: num_words=20000 (now 30000)" in check.bad[0].problem
-    assert data.locate("imdb") is None                # a stale conversion is not used
+    assert datasets.locate("imdb") is None                # a stale conversion is not used
 
 
 # --------------------------------------------------------------------------- fetch over HTTP
@@ -552,17 +553,17 @@ def test_verify_finds_a_damaged_or_stale_conversion(cifar10, imdb, isolated):
 def test_fetch_from_loopback_server(cifar10, isolated):
     seen = []
     with serve(cifar10.path.parent) as url:
-        result = data.fetch("cifar10", mirrors=[url],
+        result = datasets.fetch("cifar10", mirrors=[url],
                             progress=lambda name, done, total: seen.append((name, done, total)))
     size = cifar10.path.stat().st_size
     assert result.downloaded == [("cifar-10-python.tar.gz", url + "cifar-10-python.tar.gz")]
     assert result.splits == ("train", "test") and result.failures == []
     assert ("cifar-10-python.tar.gz", size, size) in seen
     assert entries_under(isolated / "datasets") == ["cifar10"]          # the download is not kept
-    xs, _ = load_npy_split(wdata.info("cifar10"), str(result.directory), "train")
+    xs, _ = load_npy_split(contract_datasets.info("cifar10"), str(result.directory), "train")
     assert xs.shape == (50, 32, 32, 3)
 
-    again = data.fetch("cifar10", mirrors=[closed_port_url()])         # nothing to download
+    again = datasets.fetch("cifar10", mirrors=[closed_port_url()])         # nothing to download
     assert again.downloaded == [] and again.already == list(NPY)
 
 
@@ -572,7 +573,7 @@ def test_fetch_skips_a_mirror_serving_something_else(cifar10, imdb, tmp_path, mo
     (wrong / "imdb.npz").write_bytes(cifar10.path.read_bytes())
     with serve(wrong) as bad, serve(imdb.path.parent) as good:
         monkeypatch.setenv("DLBENCH_DATA_MIRROR", f"{bad} {good}")
-        result = data.fetch("imdb")
+        result = datasets.fetch("imdb")
     assert result.downloaded == [("imdb.npz", good + "imdb.npz")]
     assert result.failures == [f"{bad}imdb.npz: checksum mismatch"]
     assert result.splits == ("train", "test")
@@ -586,27 +587,27 @@ def test_fetch_refused_or_unreachable_is_one_line_and_keeps_nothing(cifar10, tmp
     (wrong / "cifar-10-python.tar.gz").write_bytes(bytes(damaged))
     with serve(wrong) as url:
         with pytest.raises(DlbenchError) as exc:
-            data.fetch("cifar10", mirrors=[url])
+            datasets.fetch("cifar10", mirrors=[url])
     message = one_line(exc)
     assert f"{url}cifar-10-python.tar.gz: checksum mismatch: MD5" in message
     assert "nothing was kept" in message and files_under(isolated) == []
 
     dead = closed_port_url()
     with pytest.raises(DlbenchError) as exc:
-        data.fetch("cifar10", mirrors=[dead])
+        datasets.fetch("cifar10", mirrors=[dead])
     message = one_line(exc)
     assert dead in message and "dlbench data import cifar10 FILE" in message
     assert files_under(isolated) == []
     with serve(tmp_path) as url:
         with pytest.raises(DlbenchError, match="404"):
-            data.fetch("cifar10", mirrors=[url])
+            datasets.fetch("cifar10", mirrors=[url])
 
 
 # --------------------------------------------------------------------------- dlbench data …
 
 def run_cli(*argv: str) -> int:
     import argparse
-    from orchestrator.cli_data import add_data_commands
+    from orchestrator.cli.data import add_data_commands
     parser = argparse.ArgumentParser(prog="dlbench")
     add_data_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))

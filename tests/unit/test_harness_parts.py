@@ -5,9 +5,10 @@ import re
 
 import pytest
 
+from contract.jsonio import write_json_atomic
 from workloads import harness
 from workloads.loc import logical_lines, logical_lines_of_implementation
-from workloads.models import CIFAR10_CNN, CIFAR100_CNN, IMDB_LSTM, MNIST_CNN, MODELS
+from contract.models import CIFAR10_CNN, CIFAR100_CNN, IMDB_LSTM, MNIST_CNN, MODELS
 
 
 def test_mnist_cnn_flatten_and_parameter_arithmetic():
@@ -41,14 +42,14 @@ def test_lstm_parameters_are_keras_single_bias_form():
 
 
 def test_every_model_fits_its_dataset_and_no_other_shape():
-    from workloads import data
+    from contract.datasets import DATASETS, model_fits
 
     fits = {"mnist_cnn": "fashion-mnist", "cifar10_cnn": "cifar10", "cifar100_cnn": "cifar100",
             "imdb_lstm": "imdb"}
     for name, model in MODELS.items():
-        assert data.model_fits(model, data.DATASETS[fits[name]]) is None
-    assert "has (32, 32, 3) in 100" in data.model_fits(CIFAR10_CNN, data.DATASETS["cifar100"])
-    assert data.model_fits(MNIST_CNN, data.DATASETS["mnist"]) is None
+        assert model_fits(model, DATASETS[fits[name]]) is None
+    assert "has (32, 32, 3) in 100" in model_fits(CIFAR10_CNN, DATASETS["cifar100"])
+    assert model_fits(MNIST_CNN, DATASETS["mnist"]) is None
 
 
 def test_logical_lines_skip_comments_docstrings_blank_and_continuations():
@@ -68,7 +69,7 @@ def f(a,
 
 
 def test_every_framework_file_is_small_and_counted():
-    from workloads.registry import IMPLEMENTATIONS
+    from contract.registry import IMPLEMENTATIONS
 
     for module in sorted(set(IMPLEMENTATIONS.values())):
         path = os.path.join(os.path.dirname(harness.__file__), module.split(".")[1] + ".py")
@@ -88,7 +89,7 @@ def test_loc_adds_framework_helpers_but_not_the_harness(tmp_path):
 def test_write_json_atomic_leaves_no_temp_and_replaces(tmp_path):
     target = tmp_path / "metrics.json"
     target.write_text('{"old": true}')
-    harness.write_json_atomic(str(target), {"new": 1})
+    write_json_atomic(str(target), {"new": 1})
     assert json.loads(target.read_text()) == {"new": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -97,7 +98,7 @@ def test_write_json_atomic_failure_keeps_previous_file(tmp_path):
     target = tmp_path / "metrics.json"
     target.write_text('{"old": true}')
     with pytest.raises(TypeError):
-        harness.write_json_atomic(str(target), {"bad": object()})
+        write_json_atomic(str(target), {"bad": object()})
     assert json.loads(target.read_text()) == {"old": True}
 
 

@@ -11,7 +11,7 @@ import yaml
 from orchestrator import images
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import DOCKER_DIR
-from workloads.registry import IMPLEMENTATIONS
+from contract.registry import IMPLEMENTATIONS
 
 SPECS = images.load_images()
 FLAVOURS = [(fw, fl) for fw, spec in SPECS.items() for fl in spec.flavours]

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import monitor
-from orchestrator.results import RunDir, schema_error
+from orchestrator.execution import monitor
+from orchestrator.results.directory import RunDir, schema_error
 
 
 def busy_child(seconds: float) -> subprocess.Popen:

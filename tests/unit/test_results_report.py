@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import report
-from orchestrator.results import ResultsDir, classify, read_metrics, schema_error, summarize
+from orchestrator.results.directory import ResultsDir, classify, read_metrics, schema_error, summarize
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-metrics"
 
@@ -117,7 +117,7 @@ def test_two_results_dirs_in_the_same_second_do_not_collide(tmp_path):
 
 
 def test_same_framework_twice_is_labelled_by_its_options():
-    from orchestrator.groups import ok_groups
+    from orchestrator.analysis.groups import ok_groups
 
     def row(run_id, name, options):
         return {"run_id": run_id, "metrics": real(name),

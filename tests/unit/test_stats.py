@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from scipy import stats as scipy_stats
 
-from orchestrator import report, stats
-from orchestrator.results import ResultsDir, summarize
+from orchestrator import report
+from orchestrator.analysis import stats
+from orchestrator.results.directory import ResultsDir, summarize
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-metrics"
 

@@ -5,11 +5,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from orchestrator import runner
+from orchestrator.execution import runner
 from orchestrator.errors import DlbenchError
-from orchestrator.results import schema_error
-from orchestrator.suite import load_suite
-from workloads import data, harness
+from orchestrator.results.directory import schema_error
+from orchestrator.plan.suite import load_suite
+from contract.datasets import DATASETS
+from workloads import data
+from workloads import harness
 
 
 def write(tmp_path, text):
@@ -18,9 +20,9 @@ def write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("name", sorted(data.DATASETS))
+@pytest.mark.parametrize("name", sorted(DATASETS))
 def test_synthetic_split_has_the_real_shapes_and_is_seeded(name):
-    ds = data.DATASETS[name]
+    ds = DATASETS[name]
     x, y = data.synthetic_split(ds, "train", 64, seed=7)
     assert x.shape == (64, *ds.sample_shape) and y.shape == (64,) and y.dtype == np.int64
     assert x.dtype == (np.int32 if ds.kind == "tokens" else np.float32)
@@ -36,7 +38,7 @@ def test_synthetic_split_has_the_real_shapes_and_is_seeded(name):
 
 
 def test_synthetic_split_is_capped_at_the_real_size():
-    x, _ = data.synthetic_split(data.DATASETS["imdb"], "test", 10**9, seed=0)
+    x, _ = data.synthetic_split(DATASETS["imdb"], "test", 10**9, seed=0)
     assert len(x) == 25000
 
 
@@ -52,13 +54,13 @@ def _nearest_class_mean_accuracy(ds, features):
 
 
 def test_synthetic_images_are_learnable():
-    ds = data.DATASETS["cifar10"]
+    ds = DATASETS["cifar10"]
     accuracy = _nearest_class_mean_accuracy(ds, lambda x: x.reshape(len(x), -1))
     assert accuracy > 0.9  # chance: 0.1
 
 
 def test_synthetic_sequences_are_learnable_from_their_marker_words():
-    ds = data.DATASETS["imdb"]
+    ds = DATASETS["imdb"]
     bag = lambda x: np.stack([np.bincount(row, minlength=40)[:40] for row in x])  # noqa: E731
     assert _nearest_class_mean_accuracy(ds, bag) > 0.9  # chance: 0.5
 
@@ -151,7 +153,7 @@ def _rows(rates: dict[str, float], workload="mnist_cnn", dataset="fashion-mnist"
 
 
 def test_input_bound_pairs_real_and_synthetic_repeats():
-    from orchestrator import input_bound
+    from orchestrator.analysis import input_bound
 
     [pair] = input_bound.analyse(_rows({"01-pytorch-eager-real-r1": 880, "01-pytorch-eager-real-r2": 920,
                                         "02-pytorch-eager-synthetic-r1": 1280,
@@ -165,7 +167,7 @@ def test_input_bound_pairs_real_and_synthetic_repeats():
 
 
 def test_input_bound_gap_without_repeats_or_significance_is_inconclusive():
-    from orchestrator import input_bound
+    from orchestrator.analysis import input_bound
 
     [single] = input_bound.analyse(_rows({"01-pytorch-eager-real": 500, "02-pytorch-eager-synthetic": 1000}))
     assert single["verdict"] == "inconclusive" and single["input_bound"] is False
@@ -177,7 +179,7 @@ def test_input_bound_gap_without_repeats_or_significance_is_inconclusive():
 
 
 def test_input_bound_near_one_is_compute_bound_and_unpaired_runs_are_left_out():
-    from orchestrator import input_bound
+    from orchestrator.analysis import input_bound
 
     [pair] = input_bound.analyse(_rows({"01-pytorch-eager-real": 980, "02-pytorch-eager-synthetic": 1000,
                                         "03-pytorch-eager-lonely-synthetic": 10}, )[:2])
@@ -187,7 +189,7 @@ def test_input_bound_near_one_is_compute_bound_and_unpaired_runs_are_left_out():
 
 def test_summary_and_report_carry_the_input_bound_check():
     from orchestrator import report
-    from orchestrator.results import schema_error, summarize
+    from orchestrator.results.directory import schema_error, summarize
 
     rows = _rows({"01-pytorch-eager-real": 500, "02-pytorch-eager-synthetic": 1000})
     summary = summarize(rows)
@@ -203,7 +205,7 @@ def test_summary_and_report_carry_the_input_bound_check():
 
 
 def test_input_bound_pairs_only_runs_over_the_same_number_of_samples():
-    from orchestrator import input_bound
+    from orchestrator.analysis import input_bound
 
     rows = _rows({"01-pytorch-eager-real": 500, "02-pytorch-eager-synthetic": 1000})
     rows[1]["metrics"]["dataset"]["train_samples"] += 1  # e.g. a limit above the real size

@@ -1,0 +1,59 @@
+"""`dlbench`: plan | run | check | report | verify | pack | compare | rerun | images | data | sysinfo.
+
+Every user-fixable problem surfaces as `dlbench: error: <one line>` and exit 2.
+One module per command group (suite, bundle, images, data); this one builds the
+parser from them and turns exceptions into one line and an exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from orchestrator.errors import DlbenchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from orchestrator.cli.bundle import add_bundle_commands
+    from orchestrator.cli.data import add_data_commands
+    from orchestrator.cli.images import add_image_commands, add_sysinfo_command
+    from orchestrator.cli.suite import add_suite_commands
+
+    parser = argparse.ArgumentParser(prog="dlbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_suite_commands(sub)     # plan | run | check
+    add_bundle_commands(sub)    # verify | pack | report | compare | rerun
+    add_image_commands(sub)     # images build | base
+    add_data_commands(sub)      # data list | fetch | import | verify
+    add_sysinfo_command(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DlbenchError as exc:
+        # One line; a few errors carry detail below it (a build log's tail), shown on request.
+        first, _, detail = str(exc).partition("\n")
+        print(f"dlbench: error: {first}", file=sys.stderr)
+        if detail and os.environ.get("DLBENCH_DEBUG"):
+            print(detail, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dlbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`dlbench plan ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
+        return 128 + 13  # as a process killed by SIGPIPE
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, details on request
+        if os.environ.get("DLBENCH_DEBUG"):
+            traceback.print_exc()
+        print(f"dlbench: internal error: {type(exc).__name__}: {exc} "
+              "(set DLBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""`python -m orchestrator.cli`: the same as `dlbench`."""
+import sys
+
+from orchestrator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""`dlbench verify | pack | report | compare | rerun`: what a reader does with a bundle.
+
+A bundle is a results directory (results/<timestamp>-<suite>/) or its .tar.gz;
+every command here takes either. DlbenchError raised here is printed by the cli package
+as one line (exit 2); a bundle that does not verify exits 1, naming each file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from orchestrator.cli.common import say
+from orchestrator.errors import DlbenchError
+from orchestrator.results import bundle
+from orchestrator.paths import results_root
+
+VERIFY_FAILED = 1
+
+
+def verified_line(path: Path) -> tuple[int, list[str]]:
+    """(exit code, lines to print) for `dlbench verify` and the end of `dlbench run`."""
+    with bundle.opened(path) as directory:
+        problems = bundle.verify(directory)
+    if problems:
+        return VERIFY_FAILED, [*(f"  {p}" for p in problems),
+                               f"Bundle does NOT verify: {path} ({len(problems)} problem(s))"]
+    return 0, [f"Bundle verified: {path}"]
+
+
+def cmd_verify(args) -> int:
+    code, lines = verified_line(Path(args.bundle))
+    for line in lines:
+        say(line)
+    return code
+
+
+def cmd_pack(args) -> int:
+    source = Path(args.bundle)
+    with bundle.opened(source) as directory:
+        if directory != source:
+            raise DlbenchError(f"{source}: already packed; give the results directory")
+        problems = bundle.verify(directory)
+        if problems:
+            raise DlbenchError(f"{source}: does not verify ({problems[0]}); "
+                                      "`dlbench verify` lists every problem")
+        out = bundle.pack(directory, Path(args.output) if args.output else None)
+    say(f"Packed: {out} ({out.stat().st_size:,} bytes)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Re-render offline. A sealed bundle is never modified: the page goes beside it."""
+    from orchestrator import report
+
+    source = Path(args.bundle)
+    with bundle.opened(source) as directory:
+        html = report.render(report.load(directory)).encode("utf-8")
+        original = directory / "report.html"
+        same = original.is_file() and original.read_bytes() == html
+        had_original = original.is_file()
+        sealed = (directory / bundle.MANIFEST).exists()
+    if args.output:
+        out = Path(args.output)
+    elif source.is_dir() and not sealed:
+        out = source / "report.html"
+    else:
+        out = source.with_name(f"{bundle.bundle_name(source)}.report.html")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(html)
+    os.replace(tmp, out)
+    say(f"Report: {out}")
+    if had_original:
+        say("Byte-identical to the report in the bundle." if same else
+             "Differs from the report in the bundle (rendered by another dlbench version).")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from orchestrator.report import compare
+
+    result = compare.compare(Path(args.a), Path(args.b))
+    print(compare.format_text(result))
+    if args.html:
+        out = Path(args.html)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(compare.render_html(result), encoding="utf-8")
+        os.replace(tmp, out)
+        say(f"HTML: {out}")
+    return 0
+
+
+def cmd_rerun(args) -> int:
+    from orchestrator.execution.rerun import rerun
+
+    results = rerun(Path(args.bundle), args.run, Path(args.results) if args.results else results_root(),
+                    say=say)
+    say(f"Report: {results.path / 'report.html'}")
+    code, lines = verified_line(results.path)
+    for line in lines:
+        say(line)
+    return code
+
+
+def add_bundle_commands(subparsers) -> None:
+    p = subparsers.add_parser("verify", help="check a bundle against its MANIFEST.sha256 and schemas")
+    p.add_argument("bundle", help="results directory or its .tar.gz")
+    p.set_defaults(func=cmd_verify)
+
+    p = subparsers.add_parser("pack", help="BUNDLE -> BUNDLE.tar.gz, byte-reproducible")
+    p.add_argument("bundle", help="results directory")
+    p.add_argument("-o", "--output", help="archive path (default: BUNDLE.tar.gz beside it)")
+    p.set_defaults(func=cmd_pack)
+
+    p = subparsers.add_parser("report", help="re-render report.html offline from a bundle alone")
+    p.add_argument("bundle", metavar="BUNDLE", help="results directory or its .tar.gz")
+    p.add_argument("-o", "--output", help="write here (default: inside an unsealed directory, "
+                                          "else BUNDLE.report.html beside the bundle)")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("compare", help="compare the matching runs of two bundles")
+    p.add_argument("a", metavar="A", help="baseline bundle (directory or .tar.gz)")
+    p.add_argument("b", metavar="B", help="bundle compared with it")
+    p.add_argument("--html", metavar="FILE", help="also write the comparison as an HTML page")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("rerun", help="rerun a bundle's runs on its recorded images (by ID)")
+    p.add_argument("bundle", help="results directory or its .tar.gz")
+    p.add_argument("--run", metavar="ID", help="only this run")
+    p.add_argument("--results", help="results root (default: results/ or $DLBENCH_RESULTS)")
+    p.set_defaults(func=cmd_rerun)
+

@@ -1,0 +1,67 @@
+"""`dlbench images build | base` and `dlbench sysinfo`: the host's engine and images."""
+from __future__ import annotations
+
+import json
+
+from orchestrator.cli.common import say
+from orchestrator.errors import DlbenchError
+
+
+def _docker_client(purpose: str):
+    from orchestrator.execution.backends.docker import connect
+
+    client, problem = connect()
+    if client is None:
+        raise DlbenchError(f"{purpose} needs a Docker engine ({problem})")
+    return client
+
+
+def cmd_images_build(args) -> int:
+    from orchestrator import images
+
+    client = _docker_client("building images")
+    names = args.frameworks or sorted(images.load_images())
+    for name in names:
+        images.get_spec(name, args.flavour)  # unknown names fail before anything is built
+    options = images.BuildOptions.from_env()
+    for name in names:
+        say(f"Building {name}/{args.flavour}")
+        info = images.ensure_image(client, name, args.flavour, options,
+                                   progress=lambda line: say(f"    {line}"), rebuild=args.rebuild)
+        say(f"    {info.tag} {info.id}")
+    return 0
+
+
+def cmd_images_base(args) -> int:
+    from orchestrator import images
+
+    client = _docker_client("importing a base image")
+    say(images.make_base_image(client, tag=args.tag))
+    return 0
+
+
+def cmd_sysinfo(args) -> int:
+    from orchestrator.execution import sysinfo
+    from orchestrator.execution.backends.docker import connect
+
+    client, _ = connect()
+    print(json.dumps(sysinfo.collect(client), indent=2))
+    return 0
+
+
+def add_image_commands(sub) -> None:
+    p = sub.add_parser("images", help="build the framework images")
+    isub = p.add_subparsers(dest="images_command", required=True)
+    b = isub.add_parser("build", help="build (or reuse) framework images")
+    b.add_argument("frameworks", nargs="*")
+    b.add_argument("--flavour", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--rebuild", action="store_true")
+    b.set_defaults(func=cmd_images_build)
+    b = isub.add_parser("base", help="make a local Debian Python base image (no registry needed)")
+    b.add_argument("--tag", default="local/bookworm-python:3.11")
+    b.set_defaults(func=cmd_images_base)
+
+
+def add_sysinfo_command(sub) -> None:
+    p = sub.add_parser("sysinfo", help="print what system.json records about this host")
+    p.set_defaults(func=cmd_sysinfo)

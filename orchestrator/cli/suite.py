@@ -1,0 +1,115 @@
+"""`dlbench plan | run | check`: what a user does with a suite."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from orchestrator.cli.common import SYNTHETIC_ONLY_HELP, add_backend_options, say
+from orchestrator.errors import DlbenchError
+from orchestrator.paths import results_root
+
+
+def cmd_plan(args) -> int:
+    from orchestrator.plan.suite import format_plan, load_suite
+
+    suite = load_suite(args.suite)
+    if args.synthetic_only:
+        suite = suite.synthetic_only()
+    print(format_plan(suite))
+    if args.json:
+        print(json.dumps([run.to_dict() for run in suite.runs], indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from orchestrator.execution.backends import select_backend
+    from orchestrator.cli.bundle import verified_line
+    from orchestrator.execution.resume import finished_ok, load_plan, resume_suite
+    from orchestrator.results.directory import ResultsDir
+    from orchestrator.execution.runner import run_suite
+    from orchestrator.plan.suite import load_suite
+
+    if bool(args.suite) == bool(args.resume):
+        raise DlbenchError("run: give either a suite file or --resume RESULTS_DIR")
+    if args.resume:
+        suite, planned_backend = load_plan(Path(args.resume))
+        if args.backend not in ("auto", planned_backend):
+            raise DlbenchError(f"--backend {args.backend}: {args.resume} was run with the "
+                               f"{planned_backend} backend; resume it with that one")
+        backend = select_backend(planned_backend, say=say)
+    else:
+        suite = load_suite(args.suite)
+        if args.synthetic_only:
+            suite = suite.synthetic_only()
+        backend = select_backend(args.backend, say=say)
+    if args.no_build:
+        if backend.name != "docker":
+            raise DlbenchError("--no-build applies to the docker backend only")
+        backend.build = False
+    if args.resume:
+        results = resume_suite(ResultsDir(Path(args.resume)), suite, backend, say=say)
+    else:
+        results = run_suite(suite, backend, Path(args.results) if args.results else results_root(),
+                            say=say)
+    say(f"Report: {results.path / 'report.html'}")
+    verify_code, verify_lines = verified_line(results.path)
+    outcomes = ["ok" if finished_ok(results, run.run_id) else "not ok" for run in suite.runs]
+    bad = [o for o in outcomes if o != "ok"]
+    if bad:
+        say(f"{len(bad)} of {len(outcomes)} run(s) did not finish ok (see the report).")
+    for line in verify_lines:  # last: the path a user publishes, and whether it is intact
+        say(line)
+    return 1 if bad or verify_code else 0
+
+
+def cmd_check(args) -> int:
+    from orchestrator.analysis import equivalence
+    from orchestrator.execution.backends import select_backend
+    from orchestrator.execution.runner import run_suite
+
+    if args.judge:
+        results_path = Path(args.judge)
+    else:
+        suite = equivalence.build_check_suite(equivalence.select_rows(args.only), args.device,
+                                              equivalence.select_workloads(args.workload))
+        backend = select_backend(args.backend, say=say)
+        if args.no_build:
+            if backend.name != "docker":
+                raise DlbenchError("--no-build applies to the docker backend only")
+            backend.build = False
+        root = Path(args.results) if args.results else results_root()
+        results_path = run_suite(suite, backend, root, say=say).path
+    verdicts = equivalence.judge_results(results_path)
+    say(equivalence.format_verdicts(verdicts))
+    say(f"Results: {results_path}")
+    return 0 if verdicts and all(v.ok for v in verdicts) else 1
+
+
+def add_suite_commands(sub) -> None:
+    p = sub.add_parser("plan", help="print the runs a suite expands to, without running anything")
+    p.add_argument("suite")
+    p.add_argument("--json", action="store_true", help="also print the run specs as JSON")
+    p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a suite and write results/<timestamp>-<suite>/")
+    p.add_argument("suite", nargs="?")
+    p.add_argument("--resume", metavar="RESULTS_DIR",
+                   help="finish a suite that stopped early: re-run what did not end ok")
+    add_backend_options(p)
+    p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="equivalence check: every framework/API builds the same "
+                                     "model (parameters, output shape, initial loss)")
+    p.add_argument("--only", action="append", metavar="FRAMEWORK[/API]",
+                   help="check these rows only (repeatable; default: every registered row)")
+    p.add_argument("--workload", action="append", metavar="WORKLOAD",
+                   help="check this workload only (repeatable; default: every workload: "
+                        "mnist_cnn on Fashion-MNIST, the CIFAR CNNs and the IMDB LSTM on "
+                        "synthetic data of their datasets' shapes)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    add_backend_options(p)
+    p.add_argument("--judge", metavar="RESULTS_DIR",
+                   help="judge an earlier check's results again instead of running")
+    p.set_defaults(func=cmd_check)

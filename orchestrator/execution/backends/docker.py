@@ -1,0 +1,287 @@
+"""Docker backend: one locked-down container per run, driven through the docker SDK."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+from requests.exceptions import ChunkedEncodingError, ReadTimeout
+from requests.exceptions import ConnectionError as RequestsConnectionError
+
+from orchestrator import images
+from orchestrator.errors import DlbenchError
+from orchestrator.execution.monitor import for_container as monitor_container
+from orchestrator.results.directory import RunDir
+from orchestrator.plan.suite import PlannedRun, Suite
+from orchestrator.execution.backends.base import Backend, Execution, OutputSink
+
+CONTAINER_UID = 10001          # the images' non-root user
+CONTAINER_RESULTS = "/results"
+CONTAINER_DATA = "/data"
+CONTAINER_COMPILE_CACHE = "/cache/compile"
+GPU_DRIVER_ERROR = "could not select device driver"
+RESULTS_LABEL = "org.dlbench.results"   # the results directory a container writes into
+NO_GPU_MESSAGE = ("GPU requested but the NVIDIA container toolkit is not installed or not "
+                  "configured for this Docker engine; install nvidia-container-toolkit and restart "
+                  "dockerd, or run the CPU suite (make bench)")
+
+
+def connect():
+    """(client, None) when an engine answers, else (None, reason)."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        return client, None
+    except (DockerException, RequestsConnectionError) as exc:
+        endpoint = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return None, f"{endpoint}: {connection_problem(exc)}"
+
+
+class EngineUnreachable(DlbenchError):
+    """The engine stopped answering mid-suite: no later run could start either."""
+
+
+# What the SDK raises when the engine's socket is gone (APIError is an answer, not this).
+CONNECTION_ERRORS = (RequestsConnectionError, ReadTimeout, ChunkedEncodingError)
+
+
+def connection_problem(exc: BaseException) -> str:
+    """The root cause of a requests/urllib3 error chain, e.g. 'Connection refused'."""
+    def inner(e):
+        return next((a for a in e.args if isinstance(a, BaseException)), None) \
+            or e.__cause__ or e.__context__
+    while inner(exc) is not None:
+        exc = inner(exc)
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+def engine_lost(when: str, exc: Exception) -> EngineUnreachable:
+    return EngineUnreachable(f"Docker engine stopped answering {when} "
+                             f"({connection_problem(exc)}); start dockerd again")
+
+
+def gpu_request() -> list[DeviceRequest]:
+    return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self, client, build: bool = True, build_options=None):
+        self.client = client
+        self.build = build
+        self.build_options = build_options or images.BuildOptions.from_env()
+        self.session = uuid.uuid4().hex[:8]
+        self._current = None
+
+    # -- preflight ----------------------------------------------------------
+    def preflight(self, suite: Suite) -> None:
+        if not self.build:  # --no-build: a missing image is known before anything runs
+            for framework, flavour in sorted({(r.framework, r.flavour) for r in suite.runs}):
+                images.require_image(self.client, framework, flavour)
+        if "gpu" in suite.devices:
+            self.check_gpu()
+
+    def check_gpu(self) -> None:
+        """Start a throw-away container asking for GPUs: the engine itself says
+        whether it can hand them out (no GPU image needs to be built first)."""
+        probe = self._probe_image()
+        try:
+            container = self.client.containers.create(
+                probe, command=["true"], device_requests=gpu_request(),
+                network_disabled=True, labels={"org.dlbench.probe": "gpu"})
+        except APIError as exc:
+            raise DlbenchError(_gpu_error(exc)) from None
+        try:
+            container.start()
+            container.wait(timeout=60)
+        except APIError as exc:
+            raise DlbenchError(_gpu_error(exc)) from None
+        finally:
+            container.remove(force=True)
+
+    def _probe_image(self) -> str:
+        candidates = [self.build_options.base_image] if self.build_options.base_image else []
+        candidates += [tag for image in self.client.images.list() for tag in image.tags]
+        for tag in candidates:
+            try:
+                self.client.images.get(tag)
+                return tag
+            except (ImageNotFound, APIError):
+                continue
+        runtimes = self.client.info().get("Runtimes", {})
+        if "nvidia" not in runtimes:
+            raise DlbenchError(NO_GPU_MESSAGE)
+        raise DlbenchError("cannot check GPU access: no image is present locally to start a probe "
+                           "container; build one first (make images)")
+
+    # -- environments -------------------------------------------------------
+    def prepare(self, framework, flavour, progress):
+        try:
+            if self.build:
+                info = images.ensure_image(self.client, framework, flavour, self.build_options,
+                                           progress=progress)
+            else:
+                info = images.require_image(self.client, framework, flavour)
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost(f"while preparing {framework}/{flavour}", exc) from None
+        return {"kind": "image", **info.to_dict()}
+
+    def dataset_path(self, run: PlannedRun, host_dir: str) -> str:
+        return f"{CONTAINER_DATA}/{run.dataset}"
+
+    # -- one run ------------------------------------------------------------
+    def container_config(self, run: PlannedRun, run_dir: RunDir, host_data_dir: str,
+                         environment: dict) -> dict:
+        """Everything the container is created with; a test inspects the result."""
+        res = run.resources
+        user = CONTAINER_UID if os.geteuid() == 0 else os.geteuid()
+        config = dict(
+            image=environment["id"] or environment["tag"],
+            command=["run", "--spec", f"{CONTAINER_RESULTS}/{run.run_id}/spec.json"],
+            name=f"dlbench-{self.session}-{run.run_id}",
+            labels={"org.dlbench.run-id": run.run_id, "org.dlbench.session": self.session,
+                    RESULTS_LABEL: str(run_dir.path.parent.parent)},
+            volumes={
+                **({} if run.synthetic else {   # synthetic data is generated inside
+                    str(host_data_dir): {"bind": self.dataset_path(run, host_data_dir), "mode": "ro"}}),
+                str(run_dir.path): {"bind": f"{CONTAINER_RESULTS}/{run.run_id}", "mode": "rw"},
+            },
+            user=f"{user}:{user}",
+            network_disabled=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            # exec: JIT compilers (torch.compile, Theano) load the code they compile from here
+            tmpfs={"/tmp": "rw,nosuid,nodev,exec,size=2g"},
+            environment={"PYTHONUNBUFFERED": "1"},
+            detach=True,
+        )
+        cache = self.compile_cache(run, environment)
+        if cache is not None:
+            config["volumes"][str(cache)] = {"bind": CONTAINER_COMPILE_CACHE, "mode": "rw"}
+            config["environment"]["DLBENCH_COMPILE_CACHE"] = CONTAINER_COMPILE_CACHE
+        if res.get("cpus"):
+            config["nano_cpus"] = int(float(res["cpus"]) * 1e9)
+        if res.get("cpuset"):
+            config["cpuset_cpus"] = res["cpuset"]
+        if res.get("memory"):
+            config["mem_limit"] = res["memory"]
+            config["memswap_limit"] = res["memory"]  # no swap: an overflow is an OOM, not a crawl
+        if run.spec["device"] == "gpu":
+            config["device_requests"] = gpu_request()
+        return config
+
+    @staticmethod
+    def compile_cache(run: PlannedRun, environment: dict):
+        """Made on first use and owned by the container's user (it writes there)."""
+        cache = images.compile_cache_dir(run.framework, run.flavour,
+                                         environment["id"] or environment["tag"])
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(cache, CONTAINER_UID, CONTAINER_UID)
+        return cache
+
+    def execute(self, run, run_dir, host_data_dir, environment, on_event) -> Execution:
+        if os.geteuid() == 0:  # the container's non-root user must be able to write here
+            os.chown(run_dir.path, CONTAINER_UID, CONTAINER_UID)
+        config = self.container_config(run, run_dir, host_data_dir, environment)
+        resources = {k: v for k, v in run.resources.items() if v is not None}
+        try:
+            container = self.client.containers.create(**config)
+        except APIError as exc:
+            return Execution(None, message=f"container could not be created: {_api_message(exc)}",
+                             resources=resources)
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost(f"during run {run.run_id}", exc) from None
+        self._current = container
+        sink = OutputSink(run_dir.file("output.log"), on_event)
+        info = {"id": container.id, "name": container.name}
+        monitor = monitor_container(container, run_dir, run.monitor_interval)
+        try:
+            try:
+                container.start()
+            except APIError as exc:
+                message = _gpu_error(exc) if GPU_DRIVER_ERROR in str(exc) else _api_message(exc)
+                return Execution(None, message=f"container did not start: {message}",
+                                 container=info, resources=resources)
+            follower = threading.Thread(target=self._follow, args=(container, sink), daemon=True)
+            follower.start()
+            monitor.start()
+            exit_code, timed_out = self._wait(container, run)
+            follower.join(timeout=30)
+            try:
+                state = self.client.api.inspect_container(container.id)["State"]
+            except NotFound:  # removed from outside while it ran: it was killed
+                state = {}
+            return Execution(exit_code, oom_killed=bool(state.get("OOMKilled")),
+                             timed_out=timed_out, container=info, resources=resources)
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost(f"during run {run.run_id}", exc) from None
+        finally:
+            monitor.stop()
+            sink.close()
+            self._current = None
+            try:
+                container.remove(force=True)
+            except (NotFound, APIError, *CONNECTION_ERRORS):
+                pass  # already gone, or the engine is: a resume removes it (remove_leftovers)
+
+    @staticmethod
+    def _wait(container, run: PlannedRun) -> tuple[int, bool]:
+        """(exit code, timed out). The SDK signals both "timeout reached" and "engine
+        gone" with a requests error; the clock tells them apart."""
+        started = time.monotonic()
+        try:
+            return container.wait(timeout=run.timeout)["StatusCode"], False
+        except CONNECTION_ERRORS:
+            if time.monotonic() - started < run.timeout:
+                raise
+        container.stop(timeout=10)
+        return container.wait(timeout=60)["StatusCode"], True
+
+    def remove_leftovers(self, results_path) -> list[str]:
+        """Containers an earlier, interrupted attempt left writing into these results
+        (the engine was unreachable then): stop them before their runs start again."""
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{RESULTS_LABEL}={results_path}"})
+            for container in found:
+                try:
+                    container.remove(force=True)
+                except NotFound:
+                    pass
+        except CONNECTION_ERRORS as exc:
+            raise engine_lost("while looking for leftover containers", exc) from None
+        return [container.name for container in found]
+
+    @staticmethod
+    def _follow(container, sink: OutputSink) -> None:
+        try:
+            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                sink.feed(chunk)
+        except (APIError, *CONNECTION_ERRORS, OSError):
+            pass  # the run's outcome comes from wait/inspect, not from the log stream (nor a full disk)
+
+    def interrupt(self) -> None:
+        container = self._current
+        if container is not None:
+            try:
+                container.stop(timeout=5)
+            except (NotFound, APIError):
+                pass
+
+
+def _api_message(exc: APIError) -> str:
+    return str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0][:300]
+
+
+def _gpu_error(exc: APIError) -> str:
+    return NO_GPU_MESSAGE if GPU_DRIVER_ERROR in str(exc) else \
+        f"GPU check failed: {_api_message(exc)}"

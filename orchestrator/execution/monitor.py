@@ -1,0 +1,294 @@
+"""Host-side resource monitor for the life of one run -> runs/<id>/monitor.jsonl.
+
+One JSON object per line: t (seconds since the monitor started), cpu_percent
+(100 = one core busy), memory_mb, and where NVML sees GPUs, gpus: [{index,
+util_percent, memory_mb, power_w}]. CPU and memory come from the Docker stats API
+(docker backend) or psutil over the process tree (local backend); GPUs from NVML.
+Without a GPU (no driver, NVML init fails) lines simply carry no `gpus`.
+
+The summary (peak / mean, GPU energy) is computed from the file afterwards, so it
+can be recomputed from a results directory alone.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from orchestrator.fileio import read_json_or_none
+
+DEFAULT_INTERVAL_S = 0.5
+MB = 2 ** 20
+
+
+# -- CPU / memory samplers: read() -> {"cpu_percent", "memory_mb"} or None ---------
+
+class ProcessTreeSampler:
+    """The local backend's workload and all its children, via psutil. CPU % comes from
+    the tree's summed CPU time between two reads, so children that appear are counted."""
+
+    def __init__(self, pid: int):
+        self.root = psutil.Process(pid)
+        self._last: tuple[float, float] | None = None
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def read(self) -> dict | None:
+        cpu_s, rss = 0.0, 0
+        for proc in self._tree():
+            try:
+                times, mem = proc.cpu_times(), proc.memory_info()
+            except psutil.Error:
+                continue  # exited between listing and reading
+            cpu_s += times.user + times.system + times.children_user + times.children_system
+            rss += mem.rss
+        if not rss:
+            return None
+        now, last = time.monotonic(), self._last
+        self._last = (now, cpu_s)
+        cpu = max(0.0, (cpu_s - last[1]) / (now - last[0]) * 100) if last and now > last[0] else None
+        return {"cpu_percent": cpu, "memory_mb": rss / MB}
+
+    def close(self) -> None:
+        pass
+
+
+class DockerStatsSampler:
+    """Follows the engine's stats stream (`container.stats(stream=True, decode=True)`)
+    in a thread and hands out the latest sample. The engine refreshes it about once a
+    second, so at shorter intervals CPU/memory repeat their last value (GPU lines do not)."""
+
+    def __init__(self, container):
+        self.container = container
+        self._latest: dict | None = None
+        self._stream = None
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            self._stream = self.container.stats(stream=True, decode=True)
+            for raw in self._stream:
+                sample = docker_sample(raw)
+                if sample is not None:
+                    self._latest = sample
+        except Exception:  # noqa: BLE001 - the container went away: the stream simply ends
+            pass
+
+    def read(self) -> dict | None:
+        return self._latest
+
+    def close(self) -> None:
+        stream = self._stream
+        close = getattr(stream, "close", None)
+        if close:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing a finished stream
+                pass
+        self._thread.join(timeout=2)
+
+
+def docker_sample(raw: dict) -> dict | None:
+    """CPU % and memory from one Docker stats object, computed as `docker stats` does:
+    CPU from the delta against the previous sample the engine includes (precpu_stats),
+    memory as usage minus inactive page cache (cgroup v1: total_inactive_file, v2: inactive_file)."""
+    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    mem = raw.get("memory_stats") or {}
+    if "usage" not in mem:
+        return None  # the container is not running (any more)
+    cpu_percent = None
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    if pre.get("system_cpu_usage") and system_delta > 0:
+        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
+        cores = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])
+        cpu_percent = max(0.0, cpu_delta / system_delta * cores * 100)
+    extra = mem.get("stats") or {}
+    cache = extra.get("total_inactive_file", extra.get("inactive_file", 0))
+    return {"cpu_percent": cpu_percent, "memory_mb": max(0, mem["usage"] - cache) / MB}
+
+
+# -- GPUs ---------------------------------------------------------------------------
+
+class GpuSampler:
+    """Every GPU NVML sees. `available` is False where NVML cannot initialise (no driver,
+    no GPU): then read() returns [] and nothing is an error."""
+
+    def __init__(self, nvml=None):
+        if nvml is None:
+            import pynvml as nvml
+        self.nvml = nvml
+        self.handles: list = []
+        try:
+            nvml.nvmlInit()
+        except Exception:  # noqa: BLE001 - NVMLError or a missing library: no GPUs here
+            self.available = False
+            return
+        self.available = True
+        try:
+            self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        except Exception:  # noqa: BLE001
+            self.handles = []
+
+    def read(self) -> list[dict]:
+        out = []
+        for index, handle in enumerate(self.handles):
+            out.append({"index": index,
+                        "util_percent": self._try(lambda: self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+                        "memory_mb": self._try(lambda: self.nvml.nvmlDeviceGetMemoryInfo(handle).used / MB),
+                        # milliwatts; some boards do not report power (NotSupported)
+                        "power_w": self._try(lambda: self.nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)})
+        return out
+
+    @staticmethod
+    def _try(read):
+        try:
+            return read()
+        except Exception:  # noqa: BLE001 - one unsupported counter must not lose the others
+            return None
+
+    def close(self) -> None:
+        if self.available:
+            try:
+                self.nvml.nvmlShutdown()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+# -- the monitor --------------------------------------------------------------------
+
+class Monitor:
+    """Samples `host` (and GPUs) every `interval` seconds into a JSON-lines file.
+    start() / stop() are idempotent; stop() on a monitor never started does nothing."""
+
+    def __init__(self, host_sampler_factory, path: Path, interval: float = DEFAULT_INTERVAL_S,
+                 gpu_sampler: GpuSampler | None = None):
+        self._factory = host_sampler_factory
+        self.path = Path(path)
+        self.interval = float(interval or DEFAULT_INTERVAL_S)
+        self._gpu = gpu_sampler
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Monitor":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"monitor-{self.path.parent.name}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        try:
+            host = self._factory()
+        except Exception:  # noqa: BLE001 - e.g. the process already exited: record nothing
+            host = None
+        gpu = self._gpu or GpuSampler()
+        started = time.monotonic()
+        try:
+            with open(self.path, "a", encoding="utf-8") as out:
+                while True:
+                    line = {"t": round(time.monotonic() - started, 3)}
+                    sample = host.read() if host is not None else None
+                    if sample:
+                        line.update({k: (round(v, 2) if v is not None else None) for k, v in sample.items()})
+                    if gpu.available:
+                        line["gpus"] = gpu.read()
+                    if len(line) > 1:
+                        out.write(json.dumps(line) + "\n")
+                        out.flush()
+                    if self._stop.wait(self.interval):
+                        break
+        except OSError:
+            pass  # results disk full or gone: the runner reports that; samples are best effort
+        finally:
+            if host is not None:
+                host.close()
+            gpu.close()
+
+
+def for_container(container, run_dir, interval: float) -> Monitor:
+    return Monitor(lambda: DockerStatsSampler(container), run_dir.file("monitor.jsonl"), interval)
+
+
+def for_process(pid: int, run_dir, interval: float) -> Monitor:
+    return Monitor(lambda: ProcessTreeSampler(pid), run_dir.file("monitor.jsonl"), interval)
+
+
+# -- summary ------------------------------------------------------------------------
+
+def _peak_mean(values: list[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"peak": None, "mean": None}
+    return {"peak": round(max(values), 2), "mean": round(sum(values) / len(values), 2)}
+
+
+def _energy_j(times: list[float], watts: list[float | None]) -> float | None:
+    """Trapezoidal integral of power over time."""
+    points = [(t, w) for t, w in zip(times, watts) if w is not None]
+    if len(points) < 2:
+        return None
+    return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(points, points[1:]))
+
+
+def summarize(path: Path, interval: float | None = None) -> dict | None:
+    """Peak / mean per quantity and, where power is reported, GPU energy in joules."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [json.loads(line) for line in fh if line.strip()]
+    except (OSError, json.JSONDecodeError):
+        return None
+    times = [line["t"] for line in lines]
+    summary = {"interval_s": interval, "samples": len(lines),
+               "duration_s": round(times[-1] - times[0], 3) if lines else 0.0,
+               "cpu_percent": _peak_mean([line.get("cpu_percent") for line in lines]),
+               "memory_mb": _peak_mean([line.get("memory_mb") for line in lines]),
+               "gpus": [], "gpu_energy_j": None}
+    by_index: dict[int, list[tuple[float, dict]]] = {}
+    for line in lines:
+        for gpu in line.get("gpus") or []:
+            by_index.setdefault(gpu["index"], []).append((line["t"], gpu))
+    energies = []
+    for index, samples in sorted(by_index.items()):
+        energy = _energy_j([t for t, _ in samples], [g.get("power_w") for _, g in samples])
+        energies.append(energy)
+        summary["gpus"].append({"index": index,
+                                "util_percent": _peak_mean([g.get("util_percent") for _, g in samples]),
+                                "memory_mb": _peak_mean([g.get("memory_mb") for _, g in samples]),
+                                "power_w": _peak_mean([g.get("power_w") for _, g in samples]),
+                                "energy_j": round(energy, 3) if energy is not None else None})
+    if energies and all(e is not None for e in energies):
+        summary["gpu_energy_j"] = round(sum(energies), 3)
+    return summary
+
+
+def energy_per_train_image(summary: dict | None, metrics: dict | None) -> float | None:
+    """The whole run's GPU energy divided by the training images it processed
+    (epochs x train samples). Start-up and evaluation are included, so it is an
+    upper bound, and one a reader can recompute from monitor.jsonl."""
+    if not summary or summary.get("gpu_energy_j") is None or not metrics or metrics.get("status") != "ok":
+        return None
+    images = metrics["dataset"]["train_samples"] * len(metrics["epochs"])
+    return summary["gpu_energy_j"] / images if images else None
+
+
+def run_summary(run_path: Path, interval: float | None) -> dict | None:
+    """run.json's `monitor`: the summary of monitor.jsonl plus energy per training image."""
+    summary = summarize(Path(run_path) / "monitor.jsonl", interval)
+    if summary is not None:
+        metrics = read_json_or_none(Path(run_path) / "metrics.json")
+        per_image = energy_per_train_image(summary, metrics)
+        summary["energy_per_train_image_j"] = round(per_image, 6) if per_image is not None else None
+    return summary

@@ -1,0 +1,204 @@
+"""Runs a planned suite on a backend and fills a fresh results directory.
+
+Checks that can fail fast (datasets, GPU access, free space) run before anything is
+created; each run's outcome is written as soon as it ends, so an interruption (Ctrl-C,
+SIGTERM, a lost engine, a full disk) keeps them, and `dlbench run --resume` (resume.py)
+finishes the rest.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from contract.jsonio import write_json_atomic
+
+from orchestrator.results import bundle
+from orchestrator import datasets
+from orchestrator.execution import monitor
+from orchestrator import report
+from orchestrator.execution import sysinfo
+from orchestrator.execution.backends.base import Backend, Execution
+from orchestrator.errors import DlbenchError
+from orchestrator.results.directory import (ResultsDir, classify, now_iso, read_metrics, schema_error, summarize)
+from orchestrator.plan.suite import PlannedRun, Suite
+
+
+def required_datasets(suite: Suite) -> dict[str, str]:
+    """Each dataset the suite uses -> its host directory (one-line error if missing)."""
+    needed: dict[str, set[str]] = {}
+    for run in suite.runs:
+        if not run.synthetic:  # generated in the workload: nothing to prepare or mount
+            needed.setdefault(run.dataset, {"test"}).add(run.spec["dataset"]["train_split"])
+    return {name: str(datasets.require(name, splits=tuple(sorted(splits))))
+            for name, splits in needed.items()}
+
+
+def format_event(event: dict) -> str | None:
+    kind = event.get("event")
+    if kind == "warmup":
+        return f"    warm-up: first step {event['first_step_s']:.2f} s, all warm-up {event['warmup_s']:.2f} s"
+    if kind == "epoch":
+        test = event.get("test_accuracy")
+        test_txt = f"  test acc {test:.4f}" if test is not None else ""
+        return (f"    epoch {event['epoch']}/{event['epochs']}  {event['train_s']:.1f} s  "
+                f"{event['images_per_s']:.0f} img/s  loss {event['loss']:.4f}  "
+                f"acc {event['accuracy']:.4f}{test_txt}")
+    if kind == "failed":
+        return f"    {event.get('status')}: {event.get('error')}"
+    return None
+
+
+def run_suite(suite: Suite, backend: Backend, results_root: Path,
+              say: Callable[[str], None] = print) -> ResultsDir:
+    data_dirs = required_datasets(suite)
+    backend.preflight(suite)
+    results = ResultsDir.create(results_root, suite.name)
+    say(f"Results: {results.path}")
+    results.write_text("suite.yaml", suite.text)
+    results.write_json("plan.json", {"suite": suite.name, "backend": backend.name,
+                                     "statistics": {"cv_threshold": suite.cv_threshold},
+                                     "runs": [run.to_dict() for run in suite.runs]})
+    results.write_json("system.json", sysinfo.collect(getattr(backend, "client", None)))
+    execute_runs(suite, backend, results, data_dirs, say)
+    return results
+
+
+def execute_runs(suite: Suite, backend: Backend, results: ResultsDir, data_dirs: dict[str, str],
+                 say: Callable[[str], None], only: set[str] | None = None) -> None:
+    """Run the suite's runs (those in `only`, when given) into `results`, then render the
+    summary and report. Whatever stops it early leaves every finished run intact."""
+    todo = [run for run in suite.runs if only is None or run.run_id in only]
+    resume_hint = f"resume with: dlbench run --resume {results.path}"
+    try:
+        with _sigterm_as_interrupt():
+            environments = _prepare_environments(todo, backend, say)
+            _record_environments(results, environments)
+            for run in todo:
+                say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
+                    f"{run.framework}/{run.api} on {run.spec['device']} ({backend.name})")
+                outcome = _run_one(run, backend, results, data_dirs.get(run.dataset),
+                                   environments[f"{run.framework}/{run.flavour}"], say)
+                say(f"    -> {outcome}")
+    except KeyboardInterrupt:
+        backend.interrupt()
+        say(f"Interrupted: finished runs are kept; {resume_hint}")
+        _finish(results)
+        raise
+    except DlbenchError as exc:  # the backend lost its engine: no later run could start
+        _finish(results)
+        raise DlbenchError(f"{exc}; finished runs are kept, {resume_hint}") from None
+    except OSError as exc:  # the results filesystem filled up or went away
+        if exc.errno is None:  # not the filesystem (e.g. an HTTP error a backend let through)
+            raise
+        raise DlbenchError(f"{results.path}: cannot write results ({exc.strerror or exc}); "
+                           f"finished runs are kept, free space and {resume_hint}") from None
+    _finish(results)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """`kill` or a service manager stops a suite the way Ctrl-C does: containers
+    stopped, the interrupted run recorded, the report rendered."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _record_environments(results: ResultsDir, environments: dict[str, dict]) -> None:
+    """images.json: the environments prepared now, over those an earlier attempt recorded."""
+    previous = results.path / "images.json"
+    recorded = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
+    recorded.update({key: env for key, env in environments.items() if "error" not in env})
+    results.write_json("images.json", recorded)
+
+
+def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict[str, dict]:
+    environments: dict[str, dict] = {}
+    for run in runs:
+        key = f"{run.framework}/{run.flavour}"
+        if key in environments:
+            continue
+        say(f"Preparing {key} ({backend.name})")
+        started = time.monotonic()
+        try:
+            environments[key] = backend.prepare(run.framework, run.flavour,
+                                                lambda line: say(f"    {line}"))
+            say(f"    ready in {time.monotonic() - started:.0f} s")
+        except DlbenchError as exc:  # one broken environment must not stop the others
+            environments[key] = {"error": str(exc)}
+            say(f"    failed: {exc}")
+    return environments
+
+
+def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_dir: str | None,
+             environment: dict, say) -> str:
+    """host_data_dir: None for a synthetic run (nothing to mount)."""
+    run_dir = results.run_dir(run.run_id)
+    spec = run.spec_for(None if run.synthetic else backend.dataset_path(run, host_data_dir))
+    problem = schema_error("spec", spec)
+    if problem:  # the planner produced it: a bug here, not bad input
+        raise AssertionError(f"generated spec for {run.run_id} is invalid: {problem}")
+    write_json_atomic(str(run_dir.file("spec.json")), spec)
+    record = {"run_id": run.run_id, "backend": backend.name, "started_at": now_iso(),
+              "batch_size": run.spec["batch_size"],
+              "environment": {k: environment.get(k) for k in
+                              ("kind", "tag", "id", "digest", "lock_sha256", "path")
+                              if k in environment}}
+    started = time.monotonic()
+
+    def finish(outcome: str, message: str | None, execution: Execution | None = None,
+               metrics_valid: bool = False) -> str:
+        execution = execution or Execution(None)
+        run_dir.write_record({
+            **record, "outcome": outcome, "message": message, "exit_code": execution.exit_code,
+            "finished_at": now_iso(), "wall_s": round(time.monotonic() - started, 3),
+            "container": execution.container, "resources": execution.resources,
+            "metrics_valid": metrics_valid,
+            "monitor": monitor.run_summary(run_dir.path, run.monitor_interval),
+        })
+        return outcome if not message else f"{outcome}: {message}"
+
+    if "error" in environment:
+        return finish("error", f"environment not available: {environment['error']}")
+
+    def on_event(event):
+        line = format_event(event)
+        if line:
+            say(line)
+    try:
+        execution = backend.execute(run, run_dir, host_data_dir, environment, on_event)
+    except KeyboardInterrupt:  # recorded, so the run is re-run by --resume
+        finish("error", "interrupted")
+        raise
+    except DlbenchError as exc:
+        finish("error", str(exc))
+        raise
+    metrics, metrics_problem = read_metrics(run_dir.file("metrics.json"))
+    if execution.exit_code is None and execution.message:
+        outcome, message = "error", execution.message
+    else:
+        outcome, message = classify(execution.exit_code, metrics, metrics_problem,
+                                    oom_killed=execution.oom_killed,
+                                    timed_out=execution.timed_out)
+    return finish(outcome, message, execution, metrics_valid=metrics is not None)
+
+
+def _finish(results: ResultsDir) -> None:
+    rows = report.load(results.path)
+    results.write_json("summary.json", summarize(rows["runs"], rows["statistics"]["cv_threshold"]))
+    results.write_text("report.html", report.render(rows))
+    bundle.seal(results.path)  # summary.csv + MANIFEST.sha256: always the last files written

@@ -1,0 +1,272 @@
+"""Suite YAML -> validated plan of runs (one RunSpec each), printable before anything runs."""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from contract.datasets import DATASETS, model_fits
+from contract.models import MODELS
+from contract.registry import IMPLEMENTATIONS
+
+from orchestrator.plan import matrix as matrix_mod
+from orchestrator.analysis import stats
+from orchestrator.errors import DlbenchError
+from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR
+
+SPEC_SCHEMA_VERSION = 1
+
+# What a run gets when neither the run nor the suite's defaults say otherwise.
+BUILTIN_DEFAULTS = {
+    "workload": "mnist_cnn",
+    "dataset": "fashion-mnist",
+    "synthetic": False,           # true: seeded generated data of the dataset's shapes
+    "train_split": "train",
+    "train_limit": None,
+    "test_limit": None,
+    "epochs": 1,
+    "batch_size": 128,
+    "learning_rate": 0.001,
+    "optimizer": "adam",
+    "seed": 42,
+    "device": "cpu",
+    "precision": "fp32",
+    "warmup_steps": 3,
+    "eval_every_epoch": True,
+    "repeats": 1,
+    "timeout": 3600,
+    "monitor_interval": 0.5,      # seconds between resource samples (orchestrator.monitor)
+    "threads": {"intra_op": None, "inter_op": None},
+    "resources": {"cpus": None, "cpuset": None, "memory": None},
+    "options": {},
+}
+
+
+@dataclass
+class PlannedRun:
+    """One container (or local process) to start: the spec plus how to run it."""
+    run_id: str
+    framework: str
+    api: str
+    flavour: str                  # image flavour: cpu or cuda
+    dataset: str
+    timeout: float
+    resources: dict
+    spec: dict = field(repr=False)  # spec.json minus dataset.path, which the backend sets
+    monitor_interval: float = BUILTIN_DEFAULTS["monitor_interval"]
+
+    @property
+    def synthetic(self) -> bool:
+        """Generated data: the workload needs no dataset directory."""
+        return bool(self.spec["dataset"].get("synthetic"))
+
+    def spec_for(self, dataset_path: str | None) -> dict:
+        spec = json.loads(json.dumps(self.spec))
+        spec["dataset"]["path"] = None if self.synthetic else dataset_path
+        return spec
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "framework": self.framework, "api": self.api,
+                "flavour": self.flavour, "dataset": self.dataset, "timeout": self.timeout,
+                "resources": self.resources, "monitor_interval": self.monitor_interval,
+                "spec": self.spec}
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    path: Path
+    text: str                     # the file as given, kept verbatim for the results
+    runs: list[PlannedRun]
+    cv_threshold: float = stats.DEFAULT_CV_THRESHOLD   # warn above this repeat-to-repeat CV
+    matrix_description: str | None = None
+
+    @property
+    def devices(self) -> set[str]:
+        return {run.spec["device"] for run in self.runs}
+
+    def synthetic_only(self) -> "Suite":
+        """The suite's runs on synthetic data alone (`--synthetic-only`: a machine without
+        the dataset can still run the speed half of an input-bound suite)."""
+        runs = [run for run in self.runs if run.synthetic]
+        if not runs:
+            raise DlbenchError(f"{self.path}: --synthetic-only: no run of this suite uses "
+                               "synthetic data (give it `synthetic: true` or a `synthetic: "
+                               "[false, true]` matrix axis)")
+        return Suite(self.name, self.description, self.path, self.text, runs,
+                     self.cv_threshold, self.matrix_description)
+
+
+def _schema() -> dict:
+    with open(ORCHESTRATOR_SCHEMA_DIR / "suite.schema.json", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _field_path(parts) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _explain(error: jsonschema.ValidationError, schema: dict) -> str:
+    """A schema error as one line naming the field, with 'did you mean' for typos."""
+    where = _field_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed]
+        key = extras[0] if extras else "?"
+        where = _field_path([*error.absolute_path, key])
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+        return f"{where}: unknown key ({hint})"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_names(settings: dict, where: str) -> None:
+    pair = (settings["framework"], settings["api"])
+    if pair not in IMPLEMENTATIONS:
+        frameworks = sorted({f for f, _ in IMPLEMENTATIONS})
+        if pair[0] not in frameworks:
+            close = difflib.get_close_matches(pair[0], frameworks, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(frameworks)}"
+            raise DlbenchError(f"{where}.framework: unknown framework '{pair[0]}' ({hint})")
+        apis = sorted(a for f, a in IMPLEMENTATIONS if f == pair[0])
+        raise DlbenchError(f"{where}.api: {pair[0]} has no API '{pair[1]}' (known: {', '.join(apis)})")
+    if settings["workload"] not in MODELS:
+        raise DlbenchError(f"{where}.workload: unknown workload '{settings['workload']}' "
+                           f"(known: {', '.join(sorted(MODELS))})")
+    dataset = DATASETS.get(settings["dataset"])
+    if dataset is None:
+        raise DlbenchError(f"{where}.dataset: unknown dataset '{settings['dataset']}' "
+                           f"(known: {', '.join(sorted(DATASETS))})")
+    unfit = model_fits(MODELS[settings["workload"]], dataset)
+    if unfit:
+        raise DlbenchError(f"{where}.dataset: {unfit}")
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DlbenchError(f"{path}: cannot read suite file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DlbenchError(f"{path}: malformed YAML, {where}{problem}") from None
+    if not isinstance(data, dict):
+        raise DlbenchError(f"{path}: a suite must be a mapping with 'name' and 'runs'")
+    schema = _schema()
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+                    key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+    if errors:
+        raise DlbenchError(f"{path}: {_explain(errors[0], schema)}")
+    if "runs" not in data and "matrix" not in data:
+        raise DlbenchError(f"{path}: a suite needs 'runs', a 'matrix', or both")
+    expansion = matrix_mod.expand(data["matrix"], f"{path}: matrix") if "matrix" in data else None
+    return Suite(name=data["name"], description=data.get("description", ""), path=path,
+                 text=text, runs=_expand(data, path, expansion),
+                 cv_threshold=data.get("statistics", {}).get("cv_threshold",
+                                                             stats.DEFAULT_CV_THRESHOLD),
+                 matrix_description=expansion.description if expansion else None)
+
+
+def _expand(data: dict, path: Path, expansion: matrix_mod.Expansion | None) -> list[PlannedRun]:
+    """Explicit `runs` first, then the matrix's combinations; `repeats` multiplies each."""
+    defaults = _merge(BUILTIN_DEFAULTS, data.get("defaults", {}))
+    entries = [(run, f"{path}: runs[{i}]", "") for i, run in enumerate(data.get("runs", []))]
+    if expansion:
+        entries += [(combo, f"{path}: matrix combination "
+                            f"({', '.join(f'{k}={v}' for k, v in point.items())})", label)
+                    for combo, point, label in zip(expansion.combinations, expansion.points,
+                                                   expansion.labels)]
+    planned: list[PlannedRun] = []
+    seen: set[str] = set()
+    for index, (run, where, label) in enumerate(entries, start=1):
+        settings = _merge(defaults, run)
+        if "framework" in settings and "api" not in settings and \
+                settings["framework"] not in {f for f, _ in IMPLEMENTATIONS}:
+            _check_names({"api": "", **settings}, where)  # an unknown framework is the real problem
+        missing = [key for key in ("framework", "api") if key not in settings]
+        if missing:
+            raise DlbenchError(f"{where}: no {' or '.join(missing)} (give it in the matrix, "
+                               "the entry or defaults, e.g. framework: pytorch/eager)")
+        _check_names(settings, where)
+        for repeat in range(settings["repeats"]):
+            run_id = f"{index:02d}-{settings['framework']}-{settings['api']}"
+            if label:
+                run_id += f"-{label}"
+            if settings["repeats"] > 1:
+                run_id += f"-r{repeat + 1}"
+            if run_id in seen:  # defensive: ids name directories and containers
+                raise DlbenchError(f"{where}: duplicate run id {run_id}")
+            seen.add(run_id)
+            planned.append(PlannedRun(
+                run_id=run_id, framework=settings["framework"], api=settings["api"],
+                flavour="cuda" if settings["device"] == "gpu" else "cpu",
+                dataset=settings["dataset"], timeout=float(settings["timeout"]),
+                resources=settings["resources"], spec=_spec(run_id, settings, repeat),
+                monitor_interval=float(settings["monitor_interval"])))
+    return planned
+
+
+def _spec(run_id: str, s: dict, repeat: int) -> dict:
+    return {
+        "schema_version": SPEC_SCHEMA_VERSION,
+        "run_id": run_id,
+        "framework": s["framework"], "api": s["api"], "workload": s["workload"],
+        "dataset": {"name": s["dataset"], "path": None, "synthetic": s["synthetic"],
+                    "train_split": s["train_split"],
+                    "train_limit": s["train_limit"], "test_limit": s["test_limit"]},
+        "batch_size": s["batch_size"], "epochs": s["epochs"],
+        "learning_rate": s["learning_rate"], "optimizer": s["optimizer"],
+        "seed": s["seed"], "device": s["device"], "precision": s["precision"],
+        "threads": s["threads"], "warmup_steps": s["warmup_steps"],
+        "eval_every_epoch": s["eval_every_epoch"], "options": s["options"],
+        "repeat": repeat,
+    }
+
+
+def format_plan(suite: Suite) -> str:
+    """The dry-run table `dlbench plan` prints."""
+    header = ("run", "framework/api", "flavour", "workload", "dataset", "epochs", "batch", "lr",
+              "repeat", "resources", "options")
+    rows = [header]
+    for run in suite.runs:
+        s = run.spec
+        res = ", ".join(f"{k}={v}" for k, v in run.resources.items() if v is not None) or "-"
+        split = "" if s["dataset"]["train_split"] == "train" else " (train on test split)"
+        split += " (synthetic)" if s["dataset"]["synthetic"] else ""
+        limit = f"[:{s['dataset']['train_limit']}]" if s["dataset"]["train_limit"] else ""
+        rows.append((run.run_id, f"{run.framework}/{run.api}", run.flavour, s["workload"],
+                     f"{run.dataset}{limit}{split}", str(s["epochs"]), str(s["batch_size"]),
+                     f"{s['learning_rate']:g}", str(s["repeat"] + 1), res,
+                     ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(s["options"].items())) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [f"suite {suite.name}: {len(suite.runs)} run(s)" +
+             (f" - {suite.description}" if suite.description else "")]
+    if suite.matrix_description:
+        lines.append(f"{suite.matrix_description}, {len(suite.runs)} run(s) with repeats")
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The results directory: its layout, schema validation, run outcomes and the sealed bundle."""

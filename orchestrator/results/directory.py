@@ -1,0 +1,212 @@
+"""The results directory: layout, schema validation, run outcomes and the summary.
+
+results/<timestamp>-<suite>/
+  suite.yaml  plan.json  system.json  images.json  summary.json  report.html
+  runs/<run_id>/spec.json  metrics.json  run.json  output.log
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+
+from contract.jsonio import write_json_atomic
+
+from orchestrator.errors import DlbenchError
+from orchestrator.fileio import read_json_or_none
+from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR, SCHEMA_DIR
+
+RUN_SCHEMA_VERSION = 1
+OUTCOMES = ("ok", "failed", "oom", "killed", "timeout", "error")
+MIN_FREE_BYTES = 64 * 2**20  # a suite writes a few MB; less free than this means trouble ahead
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _validator(path: Path) -> jsonschema.Draft202012Validator:
+    with open(path, encoding="utf-8") as fh:
+        return jsonschema.Draft202012Validator(json.load(fh))
+
+
+VALIDATORS = {
+    "spec": lambda: _validator(SCHEMA_DIR / "spec.schema.json"),
+    "metrics": lambda: _validator(SCHEMA_DIR / "metrics.schema.json"),
+    "run": lambda: _validator(ORCHESTRATOR_SCHEMA_DIR / "run.schema.json"),
+    # bundle-level documents, checked by `dlbench verify`
+    **{kind: (lambda kind=kind: _validator(ORCHESTRATOR_SCHEMA_DIR / f"{kind}.schema.json"))
+       for kind in ("plan", "system", "images", "summary")},
+}
+
+
+def schema_error(kind: str, document) -> str | None:
+    """First schema violation of a document as 'field: message', or None when valid."""
+    errors = sorted(VALIDATORS[kind]().iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return None
+    err = errors[0]
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    return f"{where}: {err.message}"
+
+
+def read_metrics(path: Path) -> tuple[dict | None, str | None]:
+    """(metrics, None) when present and schema-valid, else (None, why not)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            metrics = json.load(fh)
+    except FileNotFoundError:
+        return None, "the workload wrote no metrics.json"
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"metrics.json is not valid JSON ({exc})"
+    problem = schema_error("metrics", metrics)
+    if problem:
+        return None, f"metrics.json does not match the schema: {problem}"
+    return metrics, None
+
+
+def classify(exit_code: int | None, metrics: dict | None, metrics_problem: str | None,
+             *, oom_killed: bool = False, timed_out: bool = False) -> tuple[str, str | None]:
+    """Turn what the backend saw into one outcome and a message for the report."""
+    if timed_out:
+        return "timeout", "the run exceeded its timeout and was stopped"
+    if oom_killed:
+        return "oom", "killed by the kernel's out-of-memory killer (memory limit reached)"
+    if metrics is not None and metrics["status"] == "oom":
+        return "oom", metrics.get("error") or "the framework reported out of memory"
+    if exit_code in (137, -9) and (metrics is None or metrics["status"] != "ok"):
+        return "killed", f"the workload was killed (exit code {exit_code})"
+    if metrics is None:
+        return "failed", f"{metrics_problem} (exit code {exit_code})"
+    if metrics["status"] != "ok" or exit_code != 0:
+        return "failed", metrics.get("error") or f"exit code {exit_code}"
+    return "ok", None
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_record(self, record: dict) -> None:
+        record = {"schema_version": RUN_SCHEMA_VERSION, **record}
+        problem = schema_error("run", record)
+        if problem:  # our own bug, not the user's: fail loudly
+            raise AssertionError(f"run.json for {self.run_id} invalid: {problem}")
+        write_json_atomic(str(self.file("run.json")), record)
+
+
+class ResultsDir:
+    """A suite run's directory. Created fresh; existing results are never touched."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: Path, suite_name: str) -> "ResultsDir":
+        check_free_space(root)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for attempt in range(100):
+                name = f"{stamp}-{suite_name}" + (f"-{attempt}" if attempt else "")
+                try:
+                    (root / name).mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            probe = root / name / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise DlbenchError(f"{root}: results directory not writable ({exc.strerror}); "
+                               "set DLBENCH_RESULTS or --results to a writable directory") from None
+        (root / name / "runs").mkdir()
+        return cls(root / name)
+
+    def run_dir(self, run_id: str) -> RunDir:
+        path = self.path / "runs" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return RunDir(path)
+
+    def write_json(self, name: str, payload) -> None:
+        write_json_atomic(str(self.path / name), payload)
+
+    def write_text(self, name: str, text: str) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path / name)
+
+
+def check_free_space(path: Path, minimum: int = MIN_FREE_BYTES) -> None:
+    """Refuse to start on a (nearly) full filesystem rather than fail half-way."""
+    existing = Path(path).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return  # not a directory we can measure: creating it will say what is wrong
+    if free < minimum:
+        raise DlbenchError(f"{path}: only {free / 2**20:.1f} MiB free for results (at least "
+                           f"{minimum // 2**20} MiB needed); free some space or set "
+                           "DLBENCH_RESULTS / --results to another filesystem")
+
+
+def load_runs(results: Path) -> list[dict]:
+    """Every run of a results directory: its spec, run record and metrics (when valid)."""
+    runs_dir = Path(results) / "runs"
+    if not runs_dir.is_dir():
+        raise DlbenchError(f"{results}: not a dlbench results directory (no runs/ inside)")
+    rows = []
+    for run_path in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        row = {"run_id": run_path.name, "spec": read_json_or_none(run_path / "spec.json"),
+               "record": read_json_or_none(run_path / "run.json")}
+        row["metrics"], row["metrics_problem"] = read_metrics(run_path / "metrics.json")
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict], cv_threshold: float | None = None) -> dict:
+    """summary.json: one flat entry per run (the numbers a reader compares), then the
+    statistics over repeats and the framework comparisons (orchestrator.stats)."""
+    from orchestrator.analysis import input_bound
+    from orchestrator.analysis import stats
+
+    out = []
+    for row in rows:
+        m, rec = row["metrics"], row["record"] or {}
+        entry = {"run_id": row["run_id"], "outcome": rec.get("outcome", "unknown"),
+                 "backend": rec.get("backend"), "message": rec.get("message"),
+                 "batch_size": (row.get("spec") or {}).get("batch_size"),
+                 "monitor": rec.get("monitor")}
+        if m and m["status"] == "ok":
+            entry.update({
+                "framework": m["framework"]["name"], "api": m["framework"]["api"],
+                "framework_version": m["framework"]["version"],
+                "workload": m["workload"], "dataset": m["dataset"]["name"],
+                "synthetic": bool(m["dataset"].get("synthetic")),
+                "parameters": m["model"]["parameters"],
+                "train_total_s": m["timing"]["train_total_s"],
+                "images_per_s": m["timing"]["images_per_s"],
+                "first_step_s": m["timing"]["first_step_s"],
+                "startup_s": m["timing"].get("startup_s"),
+                "test_s": m["timing"]["test_s"],
+                "test_accuracy": m["test"]["accuracy"],
+                "lines_of_code": m.get("lines_of_code"),
+            })
+        out.append(entry)
+    threshold = stats.DEFAULT_CV_THRESHOLD if cv_threshold is None else cv_threshold
+    return {"schema_version": 1, "runs": out, "statistics": stats.analyse(rows, threshold),
+            "input_bound": input_bound.analyse(rows)}

@@ -12,7 +12,8 @@ import re
 import statistics
 from itertools import combinations
 
-DEFAULT_CV_THRESHOLD = 0.10   # pyperf warns above 10 %
+from orchestrator.plan.suite import DEFAULT_CV_THRESHOLD
+
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
 

@@ -14,11 +14,11 @@ from contract.models import MODELS
 from contract.registry import IMPLEMENTATIONS
 
 from orchestrator.plan import matrix as matrix_mod
-from orchestrator.analysis import stats
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR
 
 SPEC_SCHEMA_VERSION = 1
+DEFAULT_CV_THRESHOLD = 0.10   # a suite's `cv_threshold` unless it says otherwise (pyperf warns above 10 %)
 
 # What a run gets when neither the run nor the suite's defaults say otherwise.
 BUILTIN_DEFAULTS = {
@@ -83,7 +83,7 @@ class Suite:
     path: Path
     text: str                     # the file as given, kept verbatim for the results
     runs: list[PlannedRun]
-    cv_threshold: float = stats.DEFAULT_CV_THRESHOLD   # warn above this repeat-to-repeat CV
+    cv_threshold: float = DEFAULT_CV_THRESHOLD   # warn above this repeat-to-repeat CV
     matrix_description: str | None = None
 
     @property
@@ -188,7 +188,7 @@ def load_suite(path: str | Path) -> Suite:
     return Suite(name=data["name"], description=data.get("description", ""), path=path,
                  text=text, runs=_expand(data, path, expansion),
                  cv_threshold=data.get("statistics", {}).get("cv_threshold",
-                                                             stats.DEFAULT_CV_THRESHOLD),
+                                                             DEFAULT_CV_THRESHOLD),
                  matrix_description=expansion.description if expansion else None)
 
 

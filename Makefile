@@ -7,7 +7,7 @@ SUITE      ?= suites/quick.yaml
 GPU_SUITE  ?= suites/quick-gpu.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup bench bench-all check bench-gpu images base-image locks data test clean
+.PHONY: setup bench bench-all check bench-gpu images base-image locks data lint test clean
 
 setup: $(VENV)/.installed
 
@@ -41,7 +41,12 @@ base-image: setup ## air-gapped hosts: a local Debian Python base image (needs m
 locks: setup ## regenerate the hash-locked requirement files in docker/
 	$(VENV)/bin/python docker/lock.py
 
-test: setup
+lint: setup ## ruff, mypy and the import contracts (pyproject.toml); part of `make test`
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:

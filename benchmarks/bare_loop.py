@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from workloads import data
 from contract.models import MODELS
 from contract.registry import IMPLEMENTATIONS
+from workloads import data
 
 
 def main(spec_path: str) -> None:

@@ -92,7 +92,7 @@ def harness_run(backend, run, results: ResultsDir, data_dir: str, env: dict, tag
         run.run_id = original
     metrics, problem = read_metrics(run_dir.file("metrics.json"))
     if metrics is None or metrics["status"] != "ok":
-        raise SystemExit(f"{tag} harness run failed: {problem or metrics.get('error')}")
+        raise SystemExit(f"{tag} harness run failed: {problem or (metrics or {}).get('error')}")
     return metrics["timing"]["images_per_s"]
 
 
@@ -115,7 +115,7 @@ def main() -> int:
         docker_env = {"kind": "image", **docker_backend.prepare(framework, "cpu", say)}
         local_env = local_backend.prepare(framework, "cpu", say)
         results = ResultsDir.create(Path(tmp) / "results", "overhead")
-        found = {"bare": [], "docker": [], "local": []}
+        found: dict[str, list[float]] = {"bare": [], "docker": [], "local": []}
         for run in runs:
             found["bare"].append(bare_run(docker_backend, run, results.run_dir(run.run_id),
                                           data_dir, docker_env))

@@ -6,8 +6,10 @@ import chainer.links as L
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from .harness import Implementation as Base, batches
-from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+
+from .harness import Implementation as Base
+from .harness import batches
 
 GLOROT = {"initialW": chainer.initializers.GlorotUniform(), "initial_bias": 0}
 

@@ -89,10 +89,10 @@ def synthetic_split(ds: DatasetInfo, split: str, limit: int | None, seed: int):
     h, w, c = ds.sample_shape
     grid = patterns.random((ds.classes, 4, 4, c), dtype=np.float32)
     prototypes = grid.repeat(-(-h // 4), axis=1).repeat(-(-w // 4), axis=2)[:, :h, :w]
-    x = rng.random((n, *ds.sample_shape), dtype=np.float32)  # in place: CIFAR's is 600 MB
-    x *= 0.5
-    x += 0.5 * prototypes[y]
-    return x, y.astype(np.int64)
+    images = rng.random((n, *ds.sample_shape), dtype=np.float32)  # in place: CIFAR's is 600 MB
+    images *= 0.5
+    images += 0.5 * prototypes[y]
+    return images, y.astype(np.int64)
 
 
 def read_idx(path: str) -> np.ndarray:

@@ -98,7 +98,7 @@ def batches(n: int, batch_size: int):
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def emit(event: str, **fields) -> None:
@@ -273,7 +273,7 @@ class _Trainer:
         impl: Implementation = module.Implementation(spec)
         self.impl = impl
         metrics["framework"]["version"] = impl.version()
-        metrics["lines_of_code"] = logical_lines_of_implementation(module.__file__)
+        metrics["lines_of_code"] = logical_lines_of_implementation(str(module.__file__))
 
         options = impl.configure()
         options["data_layout"] = impl.data_layout

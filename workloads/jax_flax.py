@@ -14,8 +14,10 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from .harness import Implementation as Base, batches
-from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, ConvNetSpec, RecurrentSpec
+
+from .harness import Implementation as Base
+from .harness import batches
 from .xla_threads import limit_xla_cpu_threads
 
 # Keras' init everywhere; flax's own default kernel init is lecun_normal.
@@ -28,7 +30,7 @@ def symmetric_uniform(limit):
 
 
 class CNN(nn.Module):
-    m: object  # a models.ConvNetSpec
+    m: ConvNetSpec
 
     @nn.compact
     def __call__(self, x, train):
@@ -45,7 +47,7 @@ class CNN(nn.Module):
 
 
 class LSTMClassifier(nn.Module):
-    m: object  # a models.RecurrentSpec
+    m: RecurrentSpec
 
     @nn.compact
     def __call__(self, x, train):

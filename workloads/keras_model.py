@@ -2,7 +2,7 @@
 every file that builds them with Keras layers: tf.keras in the TensorFlow files (Keras 2 in
 the legacy image), Keras 3 on any backend in keras_backends.py. The caller passes its own
 `keras` module. Keras' default initialisers (the ones models.py names), each seeded."""
-from .models import ADAM, EMBEDDING_INIT_RANGE, RecurrentSpec
+from contract.models import ADAM, EMBEDDING_INIT_RANGE, RecurrentSpec
 
 
 def sequential(keras, m, seed):

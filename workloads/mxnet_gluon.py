@@ -26,8 +26,10 @@ import mxnet as mx  # noqa: E402 - after the preload
 from mxnet import autograd, gluon
 from mxnet.gluon import nn, rnn
 
-from .harness import Implementation as Base, batches
-from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+
+from .harness import Implementation as Base
+from .harness import batches
 
 
 def omp_threads_in_force():

@@ -6,8 +6,10 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .harness import Implementation as Base, batches
-from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
+
+from .harness import Implementation as Base
+from .harness import batches
 
 
 def _init(initializer):

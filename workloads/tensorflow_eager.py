@@ -3,8 +3,9 @@ run op by op (no tf.function; tensorflow_graph.py wraps the same steps in one)."
 import tensorflow as tf
 from tensorflow import keras
 
+from contract.models import ADAM
+
 from .harness import batches
-from .models import ADAM
 from .keras_model import sequential
 from .tensorflow_common import TensorFlowBase
 

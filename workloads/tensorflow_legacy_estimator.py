@@ -14,16 +14,17 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from contract.models import ADAM
+
 from .harness import batches
 from .keras_model import sequential
-from .models import ADAM
 from .tensorflow_common import TensorFlowBase
 
 v1 = tf.compat.v1
 TRAIN, EVAL = tf.estimator.ModeKeys.TRAIN, tf.estimator.ModeKeys.EVAL
 
 
-class _EndOfTraining(v1.train.SessionRunHook):
+class _EndOfTraining(v1.train.SessionRunHook):  # type: ignore[name-defined]  # TF's own module
     """At the end of each train() call: read the epoch's streaming loss and accuracy
     (updated in-graph with every step) and save the one checkpoint the next call restores."""
 
@@ -38,6 +39,7 @@ class _EndOfTraining(v1.train.SessionRunHook):
 
 
 class Implementation(TensorFlowBase):
+    train_metrics: tuple  # (loss, accuracy) of the last train() call, set by _EndOfTraining
     framework, api = "tensorflow-legacy", "estimator"
 
     def configure(self):

@@ -14,7 +14,7 @@ FLAGS = f"device=cpu,floatX=float32,blas.ldflags=,base_compiledir={COMPILEDIR}"
 os.environ["THEANO_FLAGS"] = FLAGS
 # Scan's C loop (scan_perform.c, from a 2017 Cython) does not compile against Python 3.11: an
 # absent module makes Scan fall back to its Python loop around the compiled step function
-sys.modules["theano.scan_module.scan_perform_ext"] = None
+sys.modules["theano.scan_module.scan_perform_ext"] = None  # type: ignore[assignment]
 
 import numpy as np  # noqa: E402
 import theano  # noqa: E402
@@ -23,8 +23,10 @@ from theano.sandbox.rng_mrg import M2, MRG_RandomStreams  # noqa: E402
 from theano.tensor.signal.pool import pool_2d  # noqa: E402
 from threadpoolctl import threadpool_info  # noqa: E402
 
-from .harness import Implementation as Base, batches  # noqa: E402
-from .models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec  # noqa: E402
+from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec  # noqa: E402
+
+from .harness import Implementation as Base  # noqa: E402
+from .harness import batches
 
 FLOAT = theano.config.floatX
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,9 @@ import yaml
 
 from contract.models import MODELS
 from contract.registry import IMPLEMENTATIONS
-
 from orchestrator.errors import DlbenchError
-from orchestrator.results.directory import load_runs
 from orchestrator.plan.suite import Suite, load_suite
+from orchestrator.results.directory import load_runs
 
 CHECK_SUITE_NAME = "check"
 # A couple of batches are enough to see the model and one update; the limits keep
@@ -70,7 +70,7 @@ def select_workloads(only: list[str] | None) -> list[str]:
 
 
 def check_suite_text(rows: list[tuple[str, str]], device: str = "cpu",
-                     workloads: list[str] = ("mnist_cnn",)) -> str:
+                     workloads: Sequence[str] = ("mnist_cnn",)) -> str:
     """A matrix: workload (outer) x framework/API, each workload on its CHECK_DATA."""
     matrix = {"workload": list(workloads), "framework": [f"{f}/{a}" for f, a in rows],
               "include": [{"workload": w, "dataset": CHECK_DATA[w][0], "synthetic": CHECK_DATA[w][1]}
@@ -85,7 +85,7 @@ def check_suite_text(rows: list[tuple[str, str]], device: str = "cpu",
 
 
 def build_check_suite(rows: list[tuple[str, str]], device: str = "cpu",
-                      workloads: list[str] = ("mnist_cnn",)) -> Suite:
+                      workloads: Sequence[str] = ("mnist_cnn",)) -> Suite:
     """Through the same loader as a user's suite file, so the same validation applies."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "check.yaml"

@@ -18,7 +18,6 @@ import itertools
 from dataclasses import dataclass
 
 from contract.registry import IMPLEMENTATIONS
-
 from orchestrator.errors import DlbenchError
 
 # Axis name -> short label used in run ids ("bs512", "t4"); None: the value alone.

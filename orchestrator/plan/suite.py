@@ -5,6 +5,7 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
@@ -12,16 +13,15 @@ import yaml
 from contract.datasets import DATASETS, model_fits
 from contract.models import MODELS
 from contract.registry import IMPLEMENTATIONS
-
-from orchestrator.plan import matrix as matrix_mod
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR
+from orchestrator.plan import matrix as matrix_mod
 
 SPEC_SCHEMA_VERSION = 1
 DEFAULT_CV_THRESHOLD = 0.10   # a suite's `cv_threshold` unless it says otherwise (pyperf warns above 10 %)
 
 # What a run gets when neither the run nor the suite's defaults say otherwise.
-BUILTIN_DEFAULTS = {
+BUILTIN_DEFAULTS: dict[str, Any] = {
     "workload": "mnist_cnn",
     "dataset": "fashion-mnist",
     "synthetic": False,           # true: seeded generated data of the dataset's shapes
@@ -90,7 +90,7 @@ class Suite:
     def devices(self) -> set[str]:
         return {run.spec["device"] for run in self.runs}
 
-    def synthetic_only(self) -> "Suite":
+    def synthetic_only(self) -> Suite:
         """The suite's runs on synthetic data alone (`--synthetic-only`: a machine without
         the dataset can still run the speed half of an input-bound suite)."""
         runs = [run for run in self.runs if run.synthetic]
@@ -118,8 +118,9 @@ def _explain(error: jsonschema.ValidationError, schema: dict) -> str:
     """A schema error as one line naming the field, with 'did you mean' for typos."""
     where = _field_path(error.absolute_path)
     if error.validator == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extras = [k for k in error.instance if k not in allowed]
+        node = error.schema if isinstance(error.schema, dict) else {}
+        allowed = sorted(node.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed]  # type: ignore[union-attr]  # the object validated
         key = extras[0] if extras else "?"
         where = _field_path([*error.absolute_path, key])
         close = difflib.get_close_matches(str(key), allowed, n=1)

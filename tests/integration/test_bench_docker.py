@@ -10,8 +10,8 @@ import pytest
 from orchestrator import datasets
 from orchestrator.execution.backends.docker import NO_GPU_MESSAGE, DockerBackend
 from orchestrator.paths import REPO_ROOT
-from orchestrator.results.directory import ResultsDir, schema_error
 from orchestrator.plan.suite import load_suite
+from orchestrator.results.directory import ResultsDir, schema_error
 
 from .helpers import dlbench, only_results_dir, runs, write_suite
 

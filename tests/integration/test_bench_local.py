@@ -29,7 +29,7 @@ def test_auto_without_docker_says_so_and_trains_both_frameworks_locally(tmp_path
     notice = [line for line in proc.stdout.splitlines() if line.startswith("No Docker engine reachable")]
     assert len(notice) == 1 and "local backend" in notice[0]
     found = runs(only_results_dir(tmp_path / "results"))
-    for (run_id, run), framework in zip(found.items(), ("pytorch", "tensorflow")):
+    for run, framework in zip(found.values(), ("pytorch", "tensorflow")):
         record, metrics = run["record"], run["metrics"]
         assert record["outcome"] == "ok" and record["backend"] == "local", record
         _, flavour = images.get_spec(framework, "cpu")

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from contract.models import MODELS
+from contract.registry import IMPLEMENTATIONS
 from orchestrator.analysis import equivalence
 from orchestrator.execution.backends.docker import DockerBackend
+from orchestrator.execution.runner import run_suite
 from orchestrator.images import BuildOptions
 from orchestrator.paths import WORKLOADS_DIR
-from contract.models import MODELS
-from orchestrator.execution.runner import run_suite
-from contract.registry import IMPLEMENTATIONS
 
 from .helpers import dlbench, runs
 

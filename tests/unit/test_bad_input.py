@@ -110,8 +110,8 @@ def test_bundle_that_fails_verification_names_the_file(tmp_path):
 def test_resume_reruns_only_runs_without_a_result(tmp_path):
     """oom/timeout/failed/killed are findings and stay; `error` and no record are re-run."""
     from orchestrator.execution.resume import pending_runs
-    from orchestrator.results.directory import ResultsDir
     from orchestrator.plan.suite import load_suite
+    from orchestrator.results.directory import ResultsDir
 
     suite_file = tmp_path / "s.yaml"
     suite_file.write_text("name: s\nruns:\n" + "".join(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from contract.registry import IMPLEMENTATIONS
 from orchestrator.analysis import equivalence
 from orchestrator.errors import DlbenchError
 from orchestrator.plan.suite import load_suite
-from contract.registry import IMPLEMENTATIONS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "real-metrics"
 

@@ -6,9 +6,9 @@ import re
 import pytest
 
 from contract.jsonio import write_json_atomic
+from contract.models import CIFAR10_CNN, CIFAR100_CNN, IMDB_LSTM, MNIST_CNN, MODELS
 from workloads import harness
 from workloads.loc import logical_lines, logical_lines_of_implementation
-from contract.models import CIFAR10_CNN, CIFAR100_CNN, IMDB_LSTM, MNIST_CNN, MODELS
 
 
 def test_mnist_cnn_flatten_and_parameter_arithmetic():

@@ -7,8 +7,8 @@ import pytest
 
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import REPO_ROOT
-from orchestrator.results.directory import schema_error
 from orchestrator.plan.suite import format_plan, load_suite
+from orchestrator.results.directory import schema_error
 
 
 def write(tmp_path, text, name="suite.yaml"):

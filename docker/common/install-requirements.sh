@@ -3,7 +3,7 @@
 #
 #   sh install-requirements.sh /build/requirements-cpu.txt
 #
-# Optional build inputs next to the lock (orchestrator/images.py puts them there from
+# Optional build inputs next to the lock (orchestrator/images/context.py puts them there from
 # build-inputs/; none of them reaches the final image, which copies only /opt/venv):
 #   wheelhouse/  extra wheels (air-gapped builds, local-version wheels such as torch+cpu)
 #   ca.crt       an extra CA certificate (TLS-intercepting proxies), added to the base's bundle

@@ -21,7 +21,7 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
                     "against published checksums, and mounted read-only into runs.")
     sub = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     names = datasets.names()
-    archives = sorted(datasets.data_archives.ARCHIVES.values(), key=lambda a: a.name)
+    archives = sorted(datasets.ARCHIVES.values(), key=lambda a: a.name)
 
     p = sub.add_parser("list", help="known datasets, where they are, which splits")
     p.set_defaults(func=cmd_list)

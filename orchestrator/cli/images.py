@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 
 from orchestrator.cli.common import say
 from orchestrator.errors import DlbenchError
@@ -19,6 +21,8 @@ def _docker_client(purpose: str):
 def cmd_images_build(args) -> int:
     from orchestrator import images
 
+    if args.print is not None:
+        return print_build_command(args)
     client = _docker_client("building images")
     names = args.frameworks or sorted(images.load_images())
     for name in names:
@@ -29,6 +33,25 @@ def cmd_images_build(args) -> int:
         info = images.ensure_image(client, name, args.flavour, options,
                                    progress=lambda line: say(f"    {line}"), rebuild=args.rebuild)
         say(f"    {info.tag} {info.id}")
+    return 0
+
+
+def print_build_command(args) -> int:
+    """--print FRAMEWORK[/FLAVOUR]: the `docker build` command line for that image, built by
+    hand from the repository root; builds nothing and needs no engine. What the build would
+    lack there (build-inputs/) goes to stderr as comments, so the output stays runnable."""
+    from orchestrator import images
+
+    if args.frameworks or args.rebuild:
+        raise DlbenchError("--print shows one image's build command and builds nothing; "
+                           "give it FRAMEWORK[/FLAVOUR] alone")
+    framework, _, flavour = args.print.partition("/")
+    flavour = flavour or args.flavour
+    images.get_spec(framework, flavour)        # unknown names: the one-line error
+    options = images.BuildOptions.from_env(host_pip=True)
+    print(shlex.join(images.docker_build_command(framework, flavour, options)), flush=True)
+    for note in images.by_hand_notes(framework, flavour, options):
+        print(f"# {note}", file=sys.stderr)
     return 0
 
 
@@ -56,6 +79,10 @@ def add_image_commands(sub) -> None:
     b.add_argument("frameworks", nargs="*")
     b.add_argument("--flavour", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--rebuild", action="store_true")
+    b.add_argument("--print", metavar="FRAMEWORK[/FLAVOUR]",
+                   help="print the `docker build` command line that builds this image from the "
+                        "repository root, with every build argument images.yaml gives it; "
+                        "builds nothing")
     b.set_defaults(func=cmd_images_build)
     b = isub.add_parser("base", help="make a local Debian Python base image (no registry needed)")
     b.add_argument("--tag", default="local/bookworm-python:3.11")

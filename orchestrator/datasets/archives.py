@@ -1,6 +1,7 @@
 """Datasets published as ONE archive (CIFAR-10, CIFAR-100, IMDB), converted once to .npy.
 
-orchestrator.data dispatches here for these names; the IDX datasets stay there.
+Reached through the package (orchestrator.datasets), which sends it the names of its
+``ARCHIVES``; the IDX datasets are idx.py's. Imports only common.py of its siblings.
 
 What counts as "the right file"
 -------------------------------
@@ -28,7 +29,6 @@ The archive itself is not kept: a fetch downloads it to a temporary file.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import os
@@ -37,19 +37,30 @@ import re
 import secrets
 import shutil
 import tarfile
-import urllib.error
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
 from contract import datasets as contract_datasets
-
-from orchestrator import paths
-from orchestrator.datasets import (CHUNK, SPLITS, FetchResult, ImportResult, ProgressFn, _check_splits, _download, _make_dir, _one_line, mirror_urls)
+from orchestrator.datasets.common import (
+    CHUNK,
+    DOWNLOAD_ERRORS,
+    SPLITS,
+    FetchResult,
+    ImportResult,
+    ProgressFn,
+    cache_root,
+    check_splits,
+    download,
+    download_failure,
+    make_dir,
+    mirror_urls,
+    one_line,
+)
 from orchestrator.errors import DlbenchError
 
 MANIFEST = "manifest.json"
@@ -156,12 +167,10 @@ def get(name: str) -> ArchiveDataset:
     return ARCHIVES[name]
 
 
-def cache_root() -> Path:
-    return paths.cache_dir() / "datasets"
-
-
 def npy_names(split: str) -> tuple[str, str]:
-    return tuple(n.format(split=split) for n in contract_datasets.NPY_FILES)   # (x, y)
+    """The (x, y) array files of a split."""
+    x, y = contract_datasets.NPY_FILES
+    return x.format(split=split), y.format(split=split)
 
 
 # --------------------------------------------------------------------------- the archive
@@ -236,7 +245,7 @@ def _unpickle(fh, what: str, encoding: str):
     try:
         return NumpyOnlyUnpickler(fh, encoding=encoding).load()
     except Exception as exc:  # noqa: BLE001 - any failure of a malformed pickle: say which file
-        raise ConversionError(f"{what}: not a readable pickle ({_one_line(exc)})") from None
+        raise ConversionError(f"{what}: not a readable pickle ({one_line(exc)})") from None
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -248,8 +257,8 @@ def _read_tar_members(fh, wanted: set[str]) -> dict[str, bytes]:
     with tarfile.open(fileobj=fh, mode="r|gz") as tar:
         for member in tar:
             name = member.name.removeprefix("./")
-            if name in wanted and member.isfile():
-                found[name] = tar.extractfile(member).read()
+            if name in wanted and member.isfile() and (data := tar.extractfile(member)) is not None:
+                found[name] = data.read()
     missing = sorted(wanted - found.keys())
     if missing:
         raise ConversionError(f"the archive lacks {', '.join(missing)}")
@@ -270,7 +279,7 @@ def _cifar_batch(raw: bytes, what: str, label_key: str, info: contract_datasets.
     try:
         y = np.asarray(batch[label_key])
     except ValueError as exc:
-        raise ConversionError(f"{what}: '{label_key}' is not a list of labels ({_one_line(exc)})") from None
+        raise ConversionError(f"{what}: '{label_key}' is not a list of labels ({one_line(exc)})") from None
     if y.shape != (len(x),) or (len(y) and (y.dtype.kind not in "iu" or y.min() < 0
                                             or y.max() >= info.classes)):
         raise ConversionError(f"{what}: '{label_key}' is not {len(x)} labels in 0..{info.classes - 1}")
@@ -310,7 +319,7 @@ def _read_npy(fh, what: str) -> np.ndarray:
             fh.seek(0)
             return np.lib.format.read_array(fh, allow_pickle=False)
     except ValueError as exc:
-        raise ConversionError(f"{what}: not a readable .npy array ({_one_line(exc)})") from None
+        raise ConversionError(f"{what}: not a readable .npy array ({one_line(exc)})") from None
     array = _unpickle(fh, what, encoding="latin1")
     if not isinstance(array, np.ndarray):
         raise ConversionError(f"{what}: holds a {type(array).__name__}, not an array")
@@ -408,7 +417,7 @@ def _array_problem(ds: ArchiveDataset, path: Path) -> str:
     try:
         shape, dtype = _npy_header(path)
     except (OSError, ValueError) as exc:
-        return f"not a readable .npy array ({_one_line(exc)})"
+        return f"not a readable .npy array ({one_line(exc)})"
     want_shape, want_dtype = _expected_shape(ds, path.name)
     if shape != want_shape or dtype != want_dtype:
         return f"holds {dtype} {shape}, {ds.name} needs {want_dtype} {want_shape}"
@@ -430,7 +439,7 @@ def _manifest_problem(ds: ArchiveDataset, manifest: dict | None) -> str:
         return "missing or not JSON"
     if manifest.get("dataset") != ds.name or manifest.get("manifest_version") != MANIFEST_VERSION:
         return f"not a {ds.name} manifest (version {MANIFEST_VERSION})"
-    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    source = manifest["source"] if isinstance(manifest.get("source"), dict) else {}
     if source.get("md5") != ds.md5 or (ds.sha256 and source.get("sha256") != ds.sha256):
         return (f"converted from another archive (MD5 {source.get('md5')}, "
                 f"the published {ds.filename} has {ds.md5})")
@@ -450,7 +459,7 @@ def complete_splits(name: str, directory: Path) -> tuple[str, ...]:
     shape and dtype (headers only; verify_dir re-hashes them)."""
     ds = get(name)
     manifest = read_manifest(directory)
-    if _manifest_problem(ds, manifest):
+    if manifest is None or _manifest_problem(ds, manifest):
         return ()
     return tuple(s for s in ds.splits
                  if all(f in manifest["files"] and not _array_problem(ds, directory / f)
@@ -632,13 +641,13 @@ def _convert_file(fh, path: Path | str, ds: ArchiveDataset, check: ArchiveCheck)
         _check_output(ds, arrays)
     except _READ_ERRORS as exc:
         raise DlbenchError(f"{path}: matches the published {ds.filename} checksum but cannot be "
-                           f"converted: {_one_line(exc)}; nothing was kept") from None
-    _make_dir(cache_root())
+                           f"converted: {one_line(exc)}; nothing was kept") from None
+    make_dir(cache_root())
     try:
         return install(ds, arrays, settings, check)
     except OSError as exc:
         raise DlbenchError(f"{cache_root() / ds.name}: cannot write the converted {ds.name} "
-                           f"({_one_line(exc)}); nothing was kept; free some space or point "
+                           f"({one_line(exc)}); nothing was kept; free some space or point "
                            "DLBENCH_CACHE at another directory") from None
 
 
@@ -654,7 +663,7 @@ def fetch(name: str, progress: ProgressFn | None = None, mirrors: Iterable[str] 
     it, drop it. The archive holds every split: ``splits`` is only checked. Nothing is
     downloaded when the cache already holds a verified conversion."""
     ds = get(name)
-    _check_splits(ds, splits)
+    check_splits(ds, splits)
     dest = cache_root() / ds.name
     result = FetchResult(ds.name, dest)
     sweep_stale(ds.name)
@@ -662,20 +671,19 @@ def fetch(name: str, progress: ProgressFn | None = None, mirrors: Iterable[str] 
         result.already.extend(f for split in ds.splits for f in npy_names(split))
         result.splits = complete_splits(name, dest)
         return result
-    _make_dir(cache_root())
+    make_dir(cache_root())
     errors: list[str] = []
     mismatch = ""
-    for base in mirror_urls(name, mirrors):
+    for base in mirror_urls(ds, mirrors):
         url = base + ds.filename
         tmp = cache_root() / _temp_name(ds.name, "download")
         try:
             with open(tmp, "w+b") as fh:
                 try:
-                    _download(url, fh, ds, progress, timeout)
+                    download(url, fh, ds.filename, ds.size, progress, timeout)
                     fh.flush()
-                except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-                    reason = None if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", None)
-                    errors.append(f"{url}: {_one_line(reason or exc)}")
+                except DOWNLOAD_ERRORS as exc:
+                    errors.append(download_failure(url, exc))
                     continue
                 check = check_archive(fh, ds)
                 if not check.ok:                    # this mirror serves something else: try the next
@@ -721,7 +729,7 @@ def import_file(name: str, source: Path | str) -> ImportResult:
                                    f"nothing was imported")
             dest = _convert_file(fh, path, ds, check)
     except OSError as exc:
-        raise DlbenchError(f"{path}: cannot read it ({_one_line(exc)})") from None
+        raise DlbenchError(f"{path}: cannot read it ({one_line(exc)})") from None
     how = "published MD5" + (" and SHA-256" if ds.sha256 else "") + ", converted to .npy"
     now = complete_splits(name, dest)
     return ImportResult(ds.name, dest, now, [(path, how)], now,

@@ -12,8 +12,8 @@ import pytest
 
 from orchestrator import datasets
 from orchestrator.execution.backends.docker import DockerBackend
-from orchestrator.images import BuildOptions
 from orchestrator.execution.runner import run_suite
+from orchestrator.images import BuildOptions
 from orchestrator.plan.suite import load_suite
 from tests.unit.test_data_archives import make_cifar10, make_imdb, publish
 

@@ -1,4 +1,4 @@
-"""Dataset preparation on the host (orchestrator.data) and the IDX reader the
+"""Dataset preparation on the host (orchestrator.datasets) and the IDX reader the
 containers use (workloads.data), on REAL data: the official MNIST test split
 from shared/ and Debian's Fashion-MNIST package. Downloads go to a real HTTP
 server on 127.0.0.1, never the internet."""
@@ -85,6 +85,19 @@ def test_registry_is_consistent():
     assert datasets.DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
     with pytest.raises(DlbenchError, match="unknown dataset 'cifar'.*fashion-mnist, mnist"):
         datasets.get("cifar")
+
+
+def test_the_package_has_no_import_cycle():
+    """The kinds import only common.py; only the package's face imports the kinds."""
+    import grimp
+
+    graph = grimp.build_graph("orchestrator", cache_dir=None)
+    package = "orchestrator.datasets"
+    inside = graph.find_descendants(package) | {package}
+    imports = {m.rsplit(".", 1)[-1]: graph.find_modules_directly_imported_by(m) & inside for m in inside}
+    assert imports["common"] == set()
+    assert imports["idx"] == imports["archives"] == {f"{package}.common"}
+    assert imports["datasets"] == {f"{package}.{m}" for m in ("common", "idx", "archives")}
 
 
 # --------------------------------------------------------------------------- import, require
@@ -406,6 +419,7 @@ def test_idx_corrupt_gzip_stream(tmp_path, mnist_test_dir):
 
 def run_cli(*argv: str) -> int:
     import argparse
+
     from orchestrator.cli.data import add_data_commands
     parser = argparse.ArgumentParser(prog="dlbench")
     add_data_commands(parser.add_subparsers(dest="command", required=True))

@@ -607,6 +607,7 @@ def test_fetch_refused_or_unreachable_is_one_line_and_keeps_nothing(cifar10, tmp
 
 def run_cli(*argv: str) -> int:
     import argparse
+
     from orchestrator.cli.data import add_data_commands
     parser = argparse.ArgumentParser(prog="dlbench")
     add_data_commands(parser.add_subparsers(dest="command", required=True))

@@ -3,15 +3,18 @@ with workloads/registry.py; bad input gives a one-line error naming the field.""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
+from contract.registry import IMPLEMENTATIONS
 from orchestrator import images
 from orchestrator.errors import DlbenchError
-from orchestrator.paths import DOCKER_DIR
-from contract.registry import IMPLEMENTATIONS
+from orchestrator.fileio import sha256_file
+from orchestrator.images import context
+from orchestrator.paths import DOCKER_DIR, REPO_ROOT
 
 SPECS = images.load_images()
 FLAVOURS = [(fw, fl) for fw, spec in SPECS.items() for fl in spec.flavours]
@@ -135,6 +138,20 @@ def test_every_lock_has_its_input():
         assert lock.with_suffix(".in").is_file()
 
 
+def test_the_package_has_no_import_cycle():
+    """Each module imports only modules that do not import it back, and none imports the
+    package (its __init__ only re-exports)."""
+    import grimp
+
+    graph = grimp.build_graph("orchestrator", cache_dir=None)
+    modules = graph.find_descendants("orchestrator.images")
+    for module in modules:
+        imported = graph.find_modules_directly_imported_by(module)
+        assert "orchestrator.images" not in imported, module
+        for other in imported & modules:
+            assert not graph.chain_exists(importer=other, imported=module), (module, other)
+
+
 # -- bad images.yaml -----------------------------------------------------------
 
 def _write(tmp_path: Path, data) -> Path:
@@ -215,7 +232,7 @@ def test_parse_lock_and_select_wheels(tmp_path):
     lock = tmp_path / "requirements-cpu.txt"
     lock.write_text(
         "# header\n"
-        f"foo-bar==1.0+cpu \\\n    --hash=sha256:{images.sha256_file(wheel)}\n    # via -r x.in\n"
+        f"foo-bar==1.0+cpu \\\n    --hash=sha256:{sha256_file(wheel)}\n    # via -r x.in\n"
         "numpy==2.4.6 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64 + "\n")
     reqs = images.parse_lock(lock)
     assert [(r.name, r.version, len(r.hashes)) for r in reqs] == [("foo-bar", "1.0+cpu", 1),
@@ -263,9 +280,9 @@ def test_local_version_pin_needs_a_wheel_source(tmp_path):
     empty.mkdir()
     opts = images.BuildOptions(wheelhouse=empty)
     with pytest.raises(DlbenchError, match=r"torch==2\.13\.0\+cpu is not on PyPI.*DLBENCH_WHEELHOUSE"):
-        images._build_inputs(fl, opts, tmp_path / "build-inputs")
+        context.write_build_inputs(fl, opts, tmp_path / "build-inputs")
     opts = images.BuildOptions(pip_extra_index_url="https://download.pytorch.org/whl/cpu")
-    notes = images._build_inputs(fl, opts, tmp_path / "build-inputs")
+    notes = context.write_build_inputs(fl, opts, tmp_path / "build-inputs")
     assert notes == ["pip index settings"]
     assert (tmp_path / "build-inputs" / "pip.env").read_text() == \
         "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu\n"
@@ -273,11 +290,11 @@ def test_local_version_pin_needs_a_wheel_source(tmp_path):
 
 def test_inputs_hash_covers_context_not_transport(tmp_path, monkeypatch):
     spec, fl = images.get_spec("tensorflow", "cpu")
-    files = images._context_files(spec, fl)
+    files = context.context_files(spec, fl)
     assert "workloads/harness.py" in files and "docker/Dockerfile" in files
     assert "docker/common/install-requirements.sh" in files
     assert not any("__pycache__" in rel or rel.endswith(".pyc") for rel in files)
-    args = images._buildargs(spec, fl, fl.base, images.sha256_file(fl.lock))
+    args = context.build_args(spec, fl, fl.base, sha256_file(fl.lock))
     first = images.compute_inputs_sha256(files, args, "sha256:base")
     assert first == images.compute_inputs_sha256(dict(reversed(files.items())), args, "sha256:base")
     assert first != images.compute_inputs_sha256(files, args, "sha256:other-base")
@@ -286,3 +303,93 @@ def test_inputs_hash_covers_context_not_transport(tmp_path, monkeypatch):
     changed.write_text(files["workloads/harness.py"].read_text() + "\n# edit\n")
     assert first != images.compute_inputs_sha256({**files, "workloads/harness.py": changed},
                                                   args, "sha256:base")
+
+
+# -- a build by hand: dlbench images build --print --------------------------------
+
+def print_command(capsys, image: str) -> tuple[list[str], str]:
+    from orchestrator.cli import main
+
+    assert main(["images", "build", "--print", image]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("\n") == 1, out            # one line: `bash -c "$(dlbench ... --print X)"`
+    return shlex.split(out), err
+
+
+def build_arg_values(argv: list[str]) -> dict[str, str]:
+    values = [argv[i + 1] for i, word in enumerate(argv) if word == "--build-arg"]
+    return dict(v.split("=", 1) for v in values if "=" in v)
+
+
+@pytest.mark.parametrize("base", [None, "local/bookworm-python:3.11"])
+@pytest.mark.parametrize("framework,flavour", FLAVOURS)
+def test_printed_build_command_has_the_sdk_build_args(framework, flavour, base, capsys, monkeypatch):
+    """The by-hand command passes exactly what ensure_image passes (context.build_args), so
+    the two cannot drift; it runs from the repository root."""
+    monkeypatch.setenv("DLBENCH_BUILD_HOST_PIP", "0")
+    monkeypatch.delenv("DLBENCH_BUILD_NETWORK", raising=False)
+    for name in context.PROXY_ARGS:
+        monkeypatch.delenv(name, raising=False)
+    if base:
+        monkeypatch.setenv("DLBENCH_BASE_IMAGE", base)
+    else:
+        monkeypatch.delenv("DLBENCH_BASE_IMAGE", raising=False)
+    argv, _ = print_command(capsys, f"{framework}/{flavour}")
+    spec, fl = images.get_spec(framework, flavour)
+    expected = context.build_args(spec, fl, base or fl.base, sha256_file(fl.lock))
+    assert build_arg_values(argv) == expected
+    assert argv.count("--build-arg") == len(expected)
+    assert argv[:2] == ["docker", "build"] and argv[-1] == "."
+    assert argv[argv.index("-f") + 1] == "docker/Dockerfile" and (REPO_ROOT / "docker/Dockerfile").is_file()
+    assert argv[argv.index("-t") + 1] == images.image_tag(framework, flavour)
+    assert argv[argv.index("--network") + 1] == "host"
+
+
+def test_printed_pytorch_command_installs_the_compiler(capsys, monkeypatch):
+    """What the Dockerfile's old by-hand example lacked: torch.compile needs g++ on CPU."""
+    monkeypatch.setenv("DLBENCH_BUILD_HOST_PIP", "0")
+    argv, _ = print_command(capsys, "pytorch")           # flavour: --flavour's default, cpu
+    assert build_arg_values(argv)["SYSTEM_PACKAGES"] == "g++ libpython3-dev"
+    assert "dlbench images build --print pytorch/cpu" in images.DOCKERFILE.read_text()
+
+
+def test_printed_command_names_proxies_without_their_values(capsys, monkeypatch):
+    monkeypatch.setenv("DLBENCH_BUILD_HOST_PIP", "0")
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.example:3128")
+    argv, _ = print_command(capsys, "mxnet/cpu")
+    assert argv[argv.index("HTTPS_PROXY") - 1] == "--build-arg"
+    assert not any("secret" in word for word in argv)
+
+
+def test_by_hand_notes_say_what_build_inputs_lack(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("---")
+    inputs = tmp_path / "build-inputs"
+    options = images.BuildOptions(extra_ca=ca)
+    notes = images.by_hand_notes("pytorch", "cpu", options, inputs)
+    assert len(notes) == 2
+    assert "torch==2.13.0+cpu" in notes[0] and "build-inputs/wheelhouse/" in notes[0]
+    assert str(ca) in notes[1] and "build-inputs/ca.crt" in notes[1]
+    inputs.mkdir()
+    (inputs / "pip.env").write_text("PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu\n")
+    (inputs / "ca.crt").write_text("---")
+    assert images.by_hand_notes("pytorch", "cpu", options, inputs) == []
+    assert images.by_hand_notes("mxnet", "cpu", images.BuildOptions(), tmp_path / "none") == []
+
+
+def test_print_needs_no_engine_and_refuses_bad_input():
+    from tests.integration.helpers import dlbench
+
+    proc = dlbench("images", "build", "--print", "chainer/cpu",
+                   env={"DOCKER_HOST": "unix:///nonexistent/docker.sock", "DLBENCH_BUILD_HOST_PIP": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("docker build ") and "dlbench/chainer:7.8.1-cpu" in proc.stdout
+    for argv, expected in ((["caffe"], "no image for framework 'caffe'"),
+                           (["pytorch/rocm"], "flavours has no 'rocm'"),
+                           (["chainer/cuda"], "chainer has no cuda image"),
+                           (["pytorch", "tensorflow"], "--print shows one image's build command")):
+        proc = dlbench("images", "build", "--print", *argv)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+        message = proc.stderr.strip()
+        assert "\n" not in message and message.startswith("dlbench: error: ") and expected in message

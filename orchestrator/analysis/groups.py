@@ -8,21 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from orchestrator.analysis import stats
-
-# The key metrics a reader compares: name -> (label, unit). Where each lives in
-# metrics.json and which direction is better come from orchestrator.stats.METRICS.
-KEY_METRICS = {"images_per_s": ("Throughput", "img/s"), "train_total_s": ("Train time", "s"),
-               "test_s": ("Test time", "s"), "test_accuracy": ("Test accuracy", "")}
-
-
-def higher_is_better(metric: str) -> bool:
-    return stats.METRICS[metric][1]
+from orchestrator.results.metrics import metric_named
 
 
 def metric_value(metrics: dict, metric: str) -> float | None:
-    value = metrics
-    for key in stats.METRICS[metric][0]:
-        value = value.get(key) if isinstance(value, dict) else None
+    """A metric of orchestrator.results.metrics (by key) in a metrics.json, as a float."""
+    value = metric_named(metric).value(metrics)
     return float(value) if isinstance(value, (int, float)) else None
 
 

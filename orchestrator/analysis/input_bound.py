@@ -36,9 +36,10 @@ def _mean_timing(g: Group, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def analyse(rows: list[dict]) -> list[dict]:
-    """One entry per real/synthetic pair, in suite order."""
-    groups = ok_groups(rows)
+def analyse(rows: list[dict], groups: list[Group] | None = None) -> list[dict]:
+    """One entry per real/synthetic pair, in suite order. `groups`: ok_groups(rows), when
+    already made."""
+    groups = ok_groups(rows) if groups is None else groups
     synthetic = {_pair_key(g): g for g in groups if g.synthetic}
     pairs = []
     for real in (g for g in groups if not g.synthetic):

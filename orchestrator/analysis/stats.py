@@ -11,22 +11,20 @@ import math
 import re
 import statistics
 from itertools import combinations
+from typing import Any
 
 from orchestrator.plan.suite import DEFAULT_CV_THRESHOLD
+from orchestrator.results.metrics import statistics_metrics
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE
 
-# metric name -> (where it lives in metrics.json, True when higher is better)
-METRICS = {
-    "images_per_s": (("timing", "images_per_s"), True),
-    "train_total_s": (("timing", "train_total_s"), False),
-    "test_s": (("timing", "test_s"), False),
-    "test_accuracy": (("test", "accuracy"), True),
-}
-# The timing split, summarised by median only (reported, never warned about).
-TIMING_SPLIT = ("startup_s", "import_s", "data_load_s", "build_s", "first_step_s", "warmup_s",
-                "train_total_s", "test_s")
+# The metrics described over repeats are the `statistics` rows of orchestrator.results.metrics.
+# The timing split, a run's phases in order: summarised by median only (reported, never warned
+# about). Key in metrics.json's `timing` -> heading in the report.
+TIMING_SPLIT = (("startup_s", "Process start → harness"), ("import_s", "Import"), ("data_load_s", "Data load"),
+                ("build_s", "Build"), ("first_step_s", "First step"), ("warmup_s", "Warm-up"),
+                ("train_total_s", "Timed epochs"), ("test_s", "Evaluation"))
 # Spec fields that do not make two configurations different for a comparison.
 NOT_SETTINGS = ("run_id", "framework", "api", "repeat", "options", "schema_version")
 
@@ -46,10 +44,10 @@ def describe(values: list[float]) -> dict:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if n > 1 else None
     q1, q3 = _quartiles(values)
-    out = {"n": n, "values": values, "min": min(values), "max": max(values),
-           "median": statistics.median(values), "q1": q1, "q3": q3, "iqr": q3 - q1,
-           "mean": mean, "std": std, "ci95": None, "olympic_mean": None, "cv": None}
-    if n > 1:
+    out: dict[str, Any] = {"n": n, "values": values, "min": min(values), "max": max(values),
+                           "median": statistics.median(values), "q1": q1, "q3": q3, "iqr": q3 - q1,
+                           "mean": mean, "std": std, "ci95": None, "olympic_mean": None, "cv": None}
+    if std is not None:  # two values or more
         from scipy import stats as scipy_stats  # imported when needed: `dlbench plan` stays fast
 
         half = scipy_stats.t.ppf(1 - ALPHA / 2, n - 1) * std / math.sqrt(n)
@@ -83,12 +81,13 @@ def welch(a: list[float], b: list[float]) -> dict:
     return {"t": float(result.statistic), "p": p, "significant": p < ALPHA, "note": None}
 
 
-def _value(metrics: dict, path: tuple[str, ...]):
+def _value(metrics: dict, path: tuple[str, ...]) -> float | None:
+    value: Any = metrics
     for key in path:
-        if not isinstance(metrics, dict):
+        if not isinstance(value, dict):
             return None
-        metrics = metrics.get(key)
-    return metrics if isinstance(metrics, (int, float)) else None
+        value = value.get(key)
+    return value if isinstance(value, (int, float)) else None
 
 
 def _settings_key(spec: dict) -> str:
@@ -105,21 +104,22 @@ def groups(rows: list[dict], cv_threshold: float = DEFAULT_CV_THRESHOLD) -> list
     for gid, members in by_id.items():
         spec = next((r["spec"] for r in members if r.get("spec")), None) or {}
         ok = [r["metrics"] for r in members if r.get("metrics") and r["metrics"]["status"] == "ok"]
-        entry = {"group": gid, "framework": spec.get("framework"), "api": spec.get("api"),
-                 "batch_size": spec.get("batch_size"), "epochs": spec.get("epochs"),
-                 "device": spec.get("device"), "threads": spec.get("threads"),
-                 "runs": [r["run_id"] for r in members],
-                 "outcomes": [(r.get("record") or {}).get("outcome", "unknown") for r in members],
-                 "metrics": {}, "timing_median": {}, "warnings": []}
-        for name, (path, _) in METRICS.items():
-            values = [v for v in (_value(m, path) for m in ok) if v is not None]
-            entry["metrics"][name] = described = describe(values)
+        entry: dict[str, Any] = {
+            "group": gid, "framework": spec.get("framework"), "api": spec.get("api"),
+            "batch_size": spec.get("batch_size"), "epochs": spec.get("epochs"),
+            "device": spec.get("device"), "threads": spec.get("threads"),
+            "runs": [r["run_id"] for r in members],
+            "outcomes": [(r.get("record") or {}).get("outcome", "unknown") for r in members],
+            "metrics": {}, "timing_median": {}, "warnings": []}
+        for metric in statistics_metrics():
+            values = [v for v in (_value(m, metric.path) for m in ok) if v is not None]
+            entry["metrics"][metric.key] = described = describe(values)
             cv = described.get("cv")
             if cv is not None and cv > cv_threshold:
                 entry["warnings"].append(
-                    f"{name}: coefficient of variation {cv:.1%} exceeds {cv_threshold:.0%} "
+                    f"{metric.key}: coefficient of variation {cv:.1%} exceeds {cv_threshold:.0%} "
                     f"over {described['n']} repeats; the numbers are unstable")
-        for name in TIMING_SPLIT:
+        for name, _ in TIMING_SPLIT:
             values = [v for v in (_value(m, ("timing", name)) for m in ok) if v is not None]
             entry["timing_median"][name] = statistics.median(values) if values else None
         entry["_key"] = _settings_key(spec)
@@ -139,7 +139,8 @@ def comparisons(group_list: list[dict]) -> list[dict]:
             if (a["framework"], a["api"]) == (b["framework"], b["api"]):
                 continue
             entry = {"a": a["group"], "b": b["group"], "batch_size": a["batch_size"], "metrics": {}}
-            for name, (_, higher_better) in METRICS.items():
+            for metric in statistics_metrics():
+                name, higher_better = metric.key, metric.higher_is_better
                 va, vb = a["metrics"][name].get("values", []), b["metrics"][name].get("values", [])
                 if not va or not vb:
                     continue

@@ -8,26 +8,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
-from orchestrator.report import charts
-from orchestrator.analysis import input_bound
 from orchestrator.analysis import stats
 from orchestrator.analysis.groups import is_ok, ok_groups
+from orchestrator.analysis.summary import analyse
 from orchestrator.fileio import read_json_or_none
+from orchestrator.report import charts
 from orchestrator.results.directory import load_runs
+from orchestrator.results.metrics import best_metrics, column_metrics, statistics_metrics
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-# Summary columns that get a "best" mark: key -> (read from a summary row, higher is better)
-BEST_COLUMNS = {
-    "train_total_s": (lambda r: r["metrics"]["timing"]["train_total_s"], False),
-    "images_per_s": (lambda r: r["metrics"]["timing"].get("images_per_s"), True),
-    "test_s": (lambda r: r["metrics"]["timing"]["test_s"], False),
-    "accuracy": (lambda r: r["metrics"]["test"]["accuracy"], True),
-    "lines_of_code": (lambda r: r["metrics"].get("lines_of_code"), False),
-    "image_bytes": (lambda r: r["env"].get("size_bytes") or None, False),
-}
+# The summary table marks the best value of each `best` metric's column
+# (orchestrator.results.metrics) and the smallest image under this key.
+IMAGE_BYTES = "image_bytes"
 
 
 def _read_monitor(path: Path) -> list[dict]:
@@ -57,8 +53,8 @@ def load(results: Path) -> dict:
     return {"name": results.name, "suite": plan.get("suite", results.name),
             "backend": plan.get("backend"), "system": read_json_or_none(results / "system.json") or {},
             "images": read_json_or_none(results / "images.json") or {},
-            "statistics": stats.analyse(runs, threshold),
-            "input_bound": input_bound.analyse(runs), "runs": runs}
+            **analyse(runs, threshold),  # statistics, groups, input_bound: summary.json's too
+            "runs": runs}
 
 
 def _fmt(value, digits=2):
@@ -89,19 +85,25 @@ def _short(digest):
 
 def _environment(context: dict, row: dict) -> dict:
     rec, spec = row["record"] or {}, row["spec"] or {}
-    env = dict((rec.get("environment") or {}))
+    env = dict(rec.get("environment") or {})
     device = spec.get("device", "cpu")
     key = f"{spec.get('framework')}/{'cuda' if device == 'gpu' else 'cpu'}"
     return {**context["images"].get(key, {}), **{k: v for k, v in env.items() if v}}
 
 
 def _best(ok_rows: list[dict]) -> dict:
-    best = {}
-    for column, (read, higher) in BEST_COLUMNS.items():
-        values = [v for v in (read(r) for r in ok_rows) if v is not None]
-        if values:
-            best[column] = max(values) if higher else min(values)
+    """The best value of each marked column of the summary table: metric key -> value."""
+    best: dict[str, Any] = {}
+    for metric in best_metrics():
+        _keep_best(best, metric.key, [metric.value(r["metrics"]) for r in ok_rows], metric.higher_is_better)
+    _keep_best(best, IMAGE_BYTES, [r["env"].get("size_bytes") or None for r in ok_rows], higher=False)
     return best
+
+
+def _keep_best(best: dict, column: str, values: list, higher: bool | None) -> None:
+    present = [v for v in values if v is not None]
+    if present:
+        best[column] = max(present) if higher else min(present)
 
 
 def jinja_environment() -> jinja2.Environment:
@@ -113,9 +115,13 @@ def jinja_environment() -> jinja2.Environment:
 
 
 def render(context: dict) -> str:
+    """The page, from load()'s context (or one with at least its runs, statistics and
+    input_bound: the groups are made here when absent)."""
     rows = [{**row, "env": _environment(context, row)} for row in context["runs"]]
     ok = [r for r in rows if is_ok(r)]
     started = sorted(r["record"]["started_at"] for r in rows if r["record"])
+    groups = context["groups"] if "groups" in context else ok_groups(rows)
     return jinja_environment().get_template("report.html.j2").render(
         **context, rows=rows, ok_rows=ok, best=_best(ok), started_at=started[0] if started else None,
-        charts=charts.all_charts(ok_groups(rows), rows))
+        charts=charts.all_charts(groups, rows), column_metrics=column_metrics(),
+        statistics_metrics=statistics_metrics(), timing_split=stats.TIMING_SPLIT)

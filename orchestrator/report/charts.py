@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from typing import cast
 
 from markupsafe import Markup
 
@@ -77,7 +78,7 @@ def _legend_height(entries: int) -> float:
 def _legend_below(fig, axes) -> None:
     """One legend for all panels, under them: a suite of dozens of runs must not squeeze
     the plots away (a legend inside an axis grows with every run)."""
-    entries = {}
+    entries: dict = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
@@ -102,9 +103,11 @@ def throughput(groups: list[Group]) -> Chart | None:
     def draw():
         fig, (ax,) = _figure(height=0.9 + 0.42 * len(groups))
         colors = _colors(groups)
-        labels, means, errors = [], [], [[], []]
-        for g in groups:
-            mean, ci = g.mean("images_per_s"), g.ci95("images_per_s")
+        labels: list[str] = []
+        means: list[float] = []
+        errors: list[list[float]] = [[], []]
+        for g in groups:  # each with values: its mean is a number
+            mean, ci = cast(float, g.mean("images_per_s")), g.ci95("images_per_s")
             labels.append(g.label)
             means.append(mean)
             errors[0].append(mean - ci[0] if ci else 0)
@@ -184,8 +187,8 @@ def monitor_timelines(rows: list[dict]) -> Chart | None:
 
 
 def _series(samples: list[dict], key: str) -> list[tuple[float, float]]:
-    points = [(s.get("t"), _sample_value(s, key)) for s in samples]
-    points = [(float(t), float(v)) for t, v in points
+    sampled = [(s.get("t"), _sample_value(s, key)) for s in samples]
+    points = [(float(t), float(v)) for t, v in sampled
               if isinstance(t, (int, float)) and isinstance(v, (int, float))]
     if not points:
         return []
@@ -260,7 +263,7 @@ def batch_sweep(groups: list[Group]) -> Chart | None:
         fig, (tp_ax, acc_ax) = _figure(panels=2)
         devices = len({k[2] for k in lines}) > 1
         for index, ((fw, api, device), members) in enumerate(lines.items()):
-            members = sorted(members, key=lambda g: g.batch_size)
+            members = sorted(members, key=lambda g: cast(int, g.batch_size))  # a sweep sets them all
             label = f"{fw}/{api}" + (f" {device}" if devices else "")
             batch = [g.batch_size for g in members]
             color = PALETTE[index % len(PALETTE)]

@@ -2,18 +2,20 @@
 
 Runs are matched by suite entry (run id without its repeat suffix) when framework
 and API agree, else by framework + API + workload + device + batch size. Each key
-metric gets the ratio B / A and, where both sides have repeats, Welch's t-test
-(orchestrator.stats.welch) to say whether the difference is more than noise.
+metric (the `compare` rows of orchestrator.results.metrics) gets the ratio B / A and,
+where both sides have repeats, Welch's t-test (orchestrator.analysis.stats.welch) to say
+whether the difference is more than noise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.results import bundle
 from orchestrator import report
 from orchestrator.analysis import stats
-from orchestrator.analysis.groups import KEY_METRICS, Group, higher_is_better, ok_groups
+from orchestrator.analysis.groups import Group, ok_groups
+from orchestrator.results import bundle
+from orchestrator.results.metrics import compared_metrics, metric_named
 
 
 @dataclass
@@ -36,7 +38,7 @@ class MetricComparison:
             return "no test (needs 2+ repeats a side)"
         if not self.significant:
             return "no significant difference"
-        better = (self.mean_b > self.mean_a) == higher_is_better(self.metric)
+        better = (self.mean_b > self.mean_a) == metric_named(self.metric).higher_is_better
         return "B better" if better else "A better"
 
 
@@ -78,11 +80,11 @@ def compare_contexts(a: dict, b: dict, name_a: str, name_b: str) -> Comparison:
     matches = []
     for ga, gb in pairs:
         match = Match(ga, gb)
-        for metric in KEY_METRICS:
-            va, vb = ga.values(metric), gb.values(metric)
+        for metric in compared_metrics():
+            va, vb = ga.values(metric.key), gb.values(metric.key)
             if va and vb:
                 test = stats.welch(va, vb)
-                match.metrics.append(MetricComparison(metric, sum(va) / len(va), sum(vb) / len(vb),
+                match.metrics.append(MetricComparison(metric.key, sum(va) / len(va), sum(vb) / len(vb),
                                                       len(va), len(vb), test["p"], test["significant"]))
         matches.append(match)
     return Comparison(name_a, name_b, matches, only_a, only_b)
@@ -95,7 +97,11 @@ def compare(path_a: Path, path_b: Path) -> Comparison:
 
 
 def _number(value: float, metric: str) -> str:
-    return f"{value:.4f}" if metric == "test_accuracy" else f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
+    """A fraction to its digits; any other quantity by its size."""
+    shown = metric_named(metric)
+    if shown.fraction:
+        return f"{value:.{shown.digits}f}"
+    return f"{value:,.3f}" if value < 10 else f"{value:,.0f}"
 
 
 def format_text(result: Comparison) -> str:
@@ -104,8 +110,7 @@ def format_text(result: Comparison) -> str:
     for match in result.matches:
         label = match.a.key if match.a.key == match.b.key else f"{match.a.key} ~ {match.b.key}"
         for mc in match.metrics:
-            name, unit = KEY_METRICS[mc.metric]
-            rows.append((label, f"{name}{f' ({unit})' if unit else ''}", _number(mc.mean_a, mc.metric),
+            rows.append((label, metric_named(mc.metric).heading, _number(mc.mean_a, mc.metric),
                          _number(mc.mean_b, mc.metric),
                          f"{mc.ratio:.3f}" if mc.ratio is not None else "-",
                          f"{mc.n_a}/{mc.n_b}", f"{mc.p:.3g}" if mc.p is not None else "-", mc.verdict))
@@ -124,4 +129,4 @@ def format_text(result: Comparison) -> str:
 
 def render_html(result: Comparison) -> str:
     return report.jinja_environment().get_template("compare.html.j2").render(
-        result=result, key_metrics=KEY_METRICS, number=_number)
+        result=result, metric_named=metric_named, number=_number)

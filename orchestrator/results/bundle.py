@@ -22,6 +22,7 @@ from pathlib import Path
 from orchestrator.errors import DlbenchError
 from orchestrator.fileio import sha256_file
 from orchestrator.results.directory import schema_error
+from orchestrator.results.metrics import column_metrics
 
 MANIFEST = "MANIFEST.sha256"
 SUMMARY_CSV = "summary.csv"
@@ -31,10 +32,10 @@ _MANIFEST_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 TOP_LEVEL_SCHEMAS = {"plan.json": "plan", "system.json": "system", "images.json": "images",
                      "summary.json": "summary"}
 RUN_SCHEMAS = {"spec.json": "spec", "run.json": "run", "metrics.json": "metrics"}
-# Leading summary.csv columns; any other scalar a summary entry carries follows, sorted.
-CSV_COLUMNS = ("run_id", "outcome", "backend", "framework", "api", "framework_version",
-               "parameters", "train_total_s", "images_per_s", "first_step_s", "test_s",
-               "test_accuracy", "lines_of_code", "message")
+# summary.csv: these columns, the `column` metrics of orchestrator.results.metrics between
+# them; any other scalar a summary entry carries follows, sorted.
+CSV_LEADING = ("run_id", "outcome", "backend", "framework", "api", "framework_version")
+CSV_TRAILING = ("message",)
 
 
 def is_archive(path: Path) -> bool:
@@ -62,11 +63,17 @@ def seal(path: Path) -> None:
     write_manifest(path)
 
 
+def csv_columns() -> list[str]:
+    """summary.csv's leading columns, before those only some entries carry."""
+    return [*CSV_LEADING, *(m.key for m in column_metrics()), *CSV_TRAILING]
+
+
 def summary_csv(summary: dict) -> str:
     entries = summary.get("runs") or []
+    leading = csv_columns()
     nested = {k for e in entries for k, v in e.items() if isinstance(v, (dict, list))}
-    extra = sorted({k for e in entries for k in e if k not in CSV_COLUMNS and k not in nested})
-    columns = [*CSV_COLUMNS, *extra]
+    extra = sorted({k for e in entries for k in e if k not in leading and k not in nested})
+    columns = [*leading, *extra]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

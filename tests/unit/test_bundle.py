@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.results import bundle
-from orchestrator.report import compare
 from orchestrator import report
 from orchestrator.paths import REPO_ROOT
+from orchestrator.report import compare
+from orchestrator.results import bundle
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "bundle-small"
 RUN_IDS = ("01-pytorch-eager", "02-tensorflow-keras")
@@ -183,10 +183,11 @@ def with_repeats(tmp_path: Path, name: str, throughputs: dict[str, list[float]],
         for index, value in enumerate(values, start=1):
             target = path / "runs" / f"{run_id}-r{index}"
             shutil.copytree(source, target)
-            for file, update in (("metrics.json", lambda d: d["timing"].update(
-                                    images_per_s=value, train_total_s=512 / value)),
-                                 ("spec.json", lambda d: d.update(repeat=index - 1)),
-                                 ("run.json", lambda d: d.update(run_id=f"{run_id}-r{index}"))):
+            rate, repeat, new_id = value, index - 1, f"{run_id}-r{index}"
+            for file, update in (("metrics.json", lambda d, rate=rate: d["timing"].update(
+                                    images_per_s=rate, train_total_s=512 / rate)),
+                                 ("spec.json", lambda d, repeat=repeat: d.update(repeat=repeat)),
+                                 ("run.json", lambda d, new_id=new_id: d.update(run_id=new_id))):
                 doc = json.loads((target / file).read_text())
                 update(doc)
                 if batch_size and file == "spec.json":

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator import report
-from orchestrator.results.directory import ResultsDir, classify, read_metrics, schema_error, summarize
+from orchestrator.analysis.summary import summarize
+from orchestrator.results.directory import ResultsDir, classify, read_metrics, schema_error
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-metrics"
 
@@ -27,13 +28,13 @@ def test_schema_requires_timing_when_ok():
 
 
 @pytest.mark.parametrize("kwargs, expected", [
-    (dict(exit_code=0, metrics="ok"), "ok"),
-    (dict(exit_code=1, metrics="failed"), "failed"),
-    (dict(exit_code=3, metrics="oom"), "oom"),
-    (dict(exit_code=137, metrics=None, oom_killed=True), "oom"),
-    (dict(exit_code=137, metrics=None), "killed"),
-    (dict(exit_code=143, metrics=None, timed_out=True), "timeout"),
-    (dict(exit_code=0, metrics=None), "failed"),
+    ({"exit_code": 0, "metrics": "ok"}, "ok"),
+    ({"exit_code": 1, "metrics": "failed"}, "failed"),
+    ({"exit_code": 3, "metrics": "oom"}, "oom"),
+    ({"exit_code": 137, "metrics": None, "oom_killed": True}, "oom"),
+    ({"exit_code": 137, "metrics": None}, "killed"),
+    ({"exit_code": 143, "metrics": None, "timed_out": True}, "timeout"),
+    ({"exit_code": 0, "metrics": None}, "failed"),
 ])
 def test_classify(kwargs, expected):
     status = kwargs.pop("metrics")

@@ -9,7 +9,8 @@ from scipy import stats as scipy_stats
 
 from orchestrator import report
 from orchestrator.analysis import stats
-from orchestrator.results.directory import ResultsDir, summarize
+from orchestrator.analysis.summary import summarize
+from orchestrator.results.directory import ResultsDir
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-metrics"
 

@@ -5,13 +5,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from orchestrator.execution import runner
-from orchestrator.errors import DlbenchError
-from orchestrator.results.directory import schema_error
-from orchestrator.plan.suite import load_suite
 from contract.datasets import DATASETS
-from workloads import data
-from workloads import harness
+from orchestrator.errors import DlbenchError
+from orchestrator.execution import runner
+from orchestrator.plan.suite import load_suite
+from orchestrator.results.directory import schema_error
+from workloads import data, harness
 
 
 def write(tmp_path, text):
@@ -189,7 +188,8 @@ def test_input_bound_near_one_is_compute_bound_and_unpaired_runs_are_left_out():
 
 def test_summary_and_report_carry_the_input_bound_check():
     from orchestrator import report
-    from orchestrator.results.directory import schema_error, summarize
+    from orchestrator.analysis.summary import summarize
+    from orchestrator.results.directory import schema_error
 
     rows = _rows({"01-pytorch-eager-real": 500, "02-pytorch-eager-synthetic": 1000})
     summary = summarize(rows)

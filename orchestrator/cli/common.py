@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+from orchestrator.execution import backends
+
 
 def say(line: str) -> None:
     print(line, flush=True)
@@ -14,7 +16,6 @@ SYNTHETIC_ONLY_HELP = ("only the suite's runs on synthetic data (e.g. the speed 
 
 def add_backend_options(p) -> None:
     """--backend, --results and --no-build, as `run` and `check` take them."""
-    p.add_argument("--backend", default=os.environ.get("BACKEND") or "auto",
-                   help="auto (default; Docker if reachable, else local), docker or local")
+    p.add_argument("--backend", default=os.environ.get("BACKEND") or "auto", help=backends.backend_help())
     p.add_argument("--results", help="results root (default: results/ or $DLBENCH_RESULTS)")
     p.add_argument("--no-build", action="store_true", help="use existing images only")

@@ -22,12 +22,12 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from orchestrator.execution.backends import select_backend
     from orchestrator.cli.bundle import verified_line
+    from orchestrator.execution.backends import select_backend, use_existing_environments
     from orchestrator.execution.resume import finished_ok, load_plan, resume_suite
-    from orchestrator.results.directory import ResultsDir
     from orchestrator.execution.runner import run_suite
     from orchestrator.plan.suite import load_suite
+    from orchestrator.results.directory import ResultsDir
 
     if bool(args.suite) == bool(args.resume):
         raise DlbenchError("run: give either a suite file or --resume RESULTS_DIR")
@@ -43,9 +43,7 @@ def cmd_run(args) -> int:
             suite = suite.synthetic_only()
         backend = select_backend(args.backend, say=say)
     if args.no_build:
-        if backend.name != "docker":
-            raise DlbenchError("--no-build applies to the docker backend only")
-        backend.build = False
+        use_existing_environments(backend)
     if args.resume:
         results = resume_suite(ResultsDir(Path(args.resume)), suite, backend, say=say)
     else:
@@ -64,7 +62,7 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from orchestrator.analysis import equivalence
-    from orchestrator.execution.backends import select_backend
+    from orchestrator.execution.backends import select_backend, use_existing_environments
     from orchestrator.execution.runner import run_suite
 
     if args.judge:
@@ -74,9 +72,7 @@ def cmd_check(args) -> int:
                                               equivalence.select_workloads(args.workload))
         backend = select_backend(args.backend, say=say)
         if args.no_build:
-            if backend.name != "docker":
-                raise DlbenchError("--no-build applies to the docker backend only")
-            backend.build = False
+            use_existing_environments(backend)
         root = Path(args.results) if args.results else results_root()
         results_path = run_suite(suite, backend, root, say=say).path
     verdicts = equivalence.judge_results(results_path)

@@ -2,9 +2,11 @@
 
 One JSON object per line: t (seconds since the monitor started), cpu_percent
 (100 = one core busy), memory_mb, and where NVML sees GPUs, gpus: [{index,
-util_percent, memory_mb, power_w}]. CPU and memory come from the Docker stats API
-(docker backend) or psutil over the process tree (local backend); GPUs from NVML.
-Without a GPU (no driver, NVML init fails) lines simply carry no `gpus`.
+util_percent, memory_mb, power_w}]. CPU and memory come from the host sampler of the
+backend that runs the workload (Backend.host_sampler: e.g. an engine's stats API, or
+ProcessTreeSampler below over a process on this host); GPUs from NVML. Without a GPU
+(no driver, NVML init fails) lines simply carry no `gpus`. This module never names a
+backend: each backend hands it its sampler (Backend.monitor_run).
 
 The summary (peak / mean, GPU energy) is computed from the file afterwards, so it
 can be recomputed from a results directory alone.
@@ -14,20 +16,33 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import psutil
 
 from orchestrator.fileio import read_json_or_none
 
 DEFAULT_INTERVAL_S = 0.5
+FILENAME = "monitor.jsonl"
 MB = 2 ** 20
 
 
 # -- CPU / memory samplers: read() -> {"cpu_percent", "memory_mb"} or None ---------
 
+class HostSampler(Protocol):
+    """CPU % and memory of one running workload, as a backend can see them."""
+
+    def read(self) -> dict | None:
+        """{"cpu_percent": float | None, "memory_mb": float}, or None when nothing runs."""
+
+    def close(self) -> None:
+        """Release what read() holds (a stream, a handle); called once, at the end."""
+
+
 class ProcessTreeSampler:
-    """The local backend's workload and all its children, via psutil. CPU % comes from
+    """A process on this host and all its children, via psutil. CPU % comes from
     the tree's summed CPU time between two reads, so children that appear are counted."""
 
     def __init__(self, pid: int):
@@ -60,61 +75,6 @@ class ProcessTreeSampler:
         pass
 
 
-class DockerStatsSampler:
-    """Follows the engine's stats stream (`container.stats(stream=True, decode=True)`)
-    in a thread and hands out the latest sample. The engine refreshes it about once a
-    second, so at shorter intervals CPU/memory repeat their last value (GPU lines do not)."""
-
-    def __init__(self, container):
-        self.container = container
-        self._latest: dict | None = None
-        self._stream = None
-        self._thread = threading.Thread(target=self._follow, daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        try:
-            self._stream = self.container.stats(stream=True, decode=True)
-            for raw in self._stream:
-                sample = docker_sample(raw)
-                if sample is not None:
-                    self._latest = sample
-        except Exception:  # noqa: BLE001 - the container went away: the stream simply ends
-            pass
-
-    def read(self) -> dict | None:
-        return self._latest
-
-    def close(self) -> None:
-        stream = self._stream
-        close = getattr(stream, "close", None)
-        if close:
-            try:
-                close()
-            except Exception:  # noqa: BLE001 - closing a finished stream
-                pass
-        self._thread.join(timeout=2)
-
-
-def docker_sample(raw: dict) -> dict | None:
-    """CPU % and memory from one Docker stats object, computed as `docker stats` does:
-    CPU from the delta against the previous sample the engine includes (precpu_stats),
-    memory as usage minus inactive page cache (cgroup v1: total_inactive_file, v2: inactive_file)."""
-    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
-    mem = raw.get("memory_stats") or {}
-    if "usage" not in mem:
-        return None  # the container is not running (any more)
-    cpu_percent = None
-    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-    if pre.get("system_cpu_usage") and system_delta > 0:
-        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
-        cores = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])
-        cpu_percent = max(0.0, cpu_delta / system_delta * cores * 100)
-    extra = mem.get("stats") or {}
-    cache = extra.get("total_inactive_file", extra.get("inactive_file", 0))
-    return {"cpu_percent": cpu_percent, "memory_mb": max(0, mem["usage"] - cache) / MB}
-
-
 # -- GPUs ---------------------------------------------------------------------------
 
 class GpuSampler:
@@ -123,7 +83,9 @@ class GpuSampler:
 
     def __init__(self, nvml=None):
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         self.nvml = nvml
         self.handles: list = []
         try:
@@ -141,10 +103,10 @@ class GpuSampler:
         out = []
         for index, handle in enumerate(self.handles):
             out.append({"index": index,
-                        "util_percent": self._try(lambda: self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-                        "memory_mb": self._try(lambda: self.nvml.nvmlDeviceGetMemoryInfo(handle).used / MB),
+                        "util_percent": self._try(lambda h=handle: self.nvml.nvmlDeviceGetUtilizationRates(h).gpu),
+                        "memory_mb": self._try(lambda h=handle: self.nvml.nvmlDeviceGetMemoryInfo(h).used / MB),
                         # milliwatts; some boards do not report power (NotSupported)
-                        "power_w": self._try(lambda: self.nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)})
+                        "power_w": self._try(lambda h=handle: self.nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)})
         return out
 
     @staticmethod
@@ -168,8 +130,8 @@ class Monitor:
     """Samples `host` (and GPUs) every `interval` seconds into a JSON-lines file.
     start() / stop() are idempotent; stop() on a monitor never started does nothing."""
 
-    def __init__(self, host_sampler_factory, path: Path, interval: float = DEFAULT_INTERVAL_S,
-                 gpu_sampler: GpuSampler | None = None):
+    def __init__(self, host_sampler_factory: Callable[[], HostSampler], path: Path,
+                 interval: float = DEFAULT_INTERVAL_S, gpu_sampler: GpuSampler | None = None):
         self._factory = host_sampler_factory
         self.path = Path(path)
         self.interval = float(interval or DEFAULT_INTERVAL_S)
@@ -177,7 +139,7 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Monitor":
+    def start(self) -> Monitor:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name=f"monitor-{self.path.parent.name}",
                                             daemon=True)
@@ -190,6 +152,7 @@ class Monitor:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        host: HostSampler | None
         try:
             host = self._factory()
         except Exception:  # noqa: BLE001 - e.g. the process already exited: record nothing
@@ -199,7 +162,7 @@ class Monitor:
         try:
             with open(self.path, "a", encoding="utf-8") as out:
                 while True:
-                    line = {"t": round(time.monotonic() - started, 3)}
+                    line: dict[str, Any] = {"t": round(time.monotonic() - started, 3)}
                     sample = host.read() if host is not None else None
                     if sample:
                         line.update({k: (round(v, 2) if v is not None else None) for k, v in sample.items()})
@@ -218,18 +181,10 @@ class Monitor:
             gpu.close()
 
 
-def for_container(container, run_dir, interval: float) -> Monitor:
-    return Monitor(lambda: DockerStatsSampler(container), run_dir.file("monitor.jsonl"), interval)
-
-
-def for_process(pid: int, run_dir, interval: float) -> Monitor:
-    return Monitor(lambda: ProcessTreeSampler(pid), run_dir.file("monitor.jsonl"), interval)
-
-
 # -- summary ------------------------------------------------------------------------
 
-def _peak_mean(values: list[float]) -> dict:
-    values = [v for v in values if v is not None]
+def _peak_mean(samples: list[float | None]) -> dict:
+    values = [v for v in samples if v is not None]
     if not values:
         return {"peak": None, "mean": None}
     return {"peak": round(max(values), 2), "mean": round(sum(values) / len(values), 2)}
@@ -251,26 +206,29 @@ def summarize(path: Path, interval: float | None = None) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     times = [line["t"] for line in lines]
-    summary = {"interval_s": interval, "samples": len(lines),
-               "duration_s": round(times[-1] - times[0], 3) if lines else 0.0,
-               "cpu_percent": _peak_mean([line.get("cpu_percent") for line in lines]),
-               "memory_mb": _peak_mean([line.get("memory_mb") for line in lines]),
-               "gpus": [], "gpu_energy_j": None}
+    gpus: list[dict] = []
+    summary: dict[str, Any] = {
+        "interval_s": interval, "samples": len(lines),
+        "duration_s": round(times[-1] - times[0], 3) if lines else 0.0,
+        "cpu_percent": _peak_mean([line.get("cpu_percent") for line in lines]),
+        "memory_mb": _peak_mean([line.get("memory_mb") for line in lines]),
+        "gpus": gpus, "gpu_energy_j": None}
     by_index: dict[int, list[tuple[float, dict]]] = {}
     for line in lines:
         for gpu in line.get("gpus") or []:
             by_index.setdefault(gpu["index"], []).append((line["t"], gpu))
-    energies = []
+    energies: list[float | None] = []
     for index, samples in sorted(by_index.items()):
         energy = _energy_j([t for t, _ in samples], [g.get("power_w") for _, g in samples])
         energies.append(energy)
-        summary["gpus"].append({"index": index,
-                                "util_percent": _peak_mean([g.get("util_percent") for _, g in samples]),
-                                "memory_mb": _peak_mean([g.get("memory_mb") for _, g in samples]),
-                                "power_w": _peak_mean([g.get("power_w") for _, g in samples]),
-                                "energy_j": round(energy, 3) if energy is not None else None})
-    if energies and all(e is not None for e in energies):
-        summary["gpu_energy_j"] = round(sum(energies), 3)
+        gpus.append({"index": index,
+                     "util_percent": _peak_mean([g.get("util_percent") for _, g in samples]),
+                     "memory_mb": _peak_mean([g.get("memory_mb") for _, g in samples]),
+                     "power_w": _peak_mean([g.get("power_w") for _, g in samples]),
+                     "energy_j": round(energy, 3) if energy is not None else None})
+    known = [e for e in energies if e is not None]
+    if energies and len(known) == len(energies):
+        summary["gpu_energy_j"] = round(sum(known), 3)
     return summary
 
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from orchestrator.execution.backends.base import Backend
 from orchestrator.errors import DlbenchError
-from orchestrator.fileio import read_json_or_none
-from orchestrator.results.directory import ResultsDir, check_free_space
+from orchestrator.execution.backends.base import Backend
 from orchestrator.execution.runner import execute_runs, required_datasets
+from orchestrator.fileio import read_json_or_none
 from orchestrator.plan.suite import PlannedRun, Suite
+from orchestrator.results.directory import ResultsDir, check_free_space
 
 
 def load_plan(path: Path) -> tuple[Suite, str]:
@@ -62,8 +62,8 @@ def resume_suite(results: ResultsDir, suite: Suite, backend: Backend,
     check_free_space(results.path)
     say(f"Resuming {results.path}: {len(suite.runs) - len(pending)} run(s) kept, "
         f"{len(pending)} to run")
-    for name in backend.remove_leftovers(results.path):
-        say(f"    removed container {name}, left running by the interrupted attempt")
+    for leftover in backend.remove_leftovers(results.path):
+        say(f"    removed {leftover}, left running by the interrupted attempt")
     for run_id in pending:  # a fresh start: nothing of a previous attempt may be mistaken for it
         shutil.rmtree(results.path / "runs" / run_id, ignore_errors=True)
     execute_runs(suite, backend, results, data_dirs, say, only=set(pending))

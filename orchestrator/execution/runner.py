@@ -12,20 +12,18 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from contract.jsonio import write_json_atomic
-
-from orchestrator.results import bundle
-from orchestrator import datasets
-from orchestrator.execution import monitor
-from orchestrator import report
-from orchestrator.execution import sysinfo
-from orchestrator.execution.backends.base import Backend, Execution
+from orchestrator import datasets, report
+from orchestrator.analysis.summary import summarize
 from orchestrator.errors import DlbenchError
-from orchestrator.results.directory import (ResultsDir, classify, now_iso, read_metrics, schema_error, summarize)
+from orchestrator.execution import monitor
+from orchestrator.execution.backends.base import Backend, Execution
 from orchestrator.plan.suite import PlannedRun, Suite
+from orchestrator.results import bundle
+from orchestrator.results.directory import ResultsDir, classify, now_iso, read_metrics, schema_error
 
 
 def required_datasets(suite: Suite) -> dict[str, str]:
@@ -63,7 +61,7 @@ def run_suite(suite: Suite, backend: Backend, results_root: Path,
     results.write_json("plan.json", {"suite": suite.name, "backend": backend.name,
                                      "statistics": {"cv_threshold": suite.cv_threshold},
                                      "runs": [run.to_dict() for run in suite.runs]})
-    results.write_json("system.json", sysinfo.collect(getattr(backend, "client", None)))
+    results.write_json("system.json", backend.system_info())
     execute_runs(suite, backend, results, data_dirs, say)
     return results
 
@@ -148,7 +146,8 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
              environment: dict, say) -> str:
     """host_data_dir: None for a synthetic run (nothing to mount)."""
     run_dir = results.run_dir(run.run_id)
-    spec = run.spec_for(None if run.synthetic else backend.dataset_path(run, host_data_dir))
+    spec = run.spec_for(None if run.synthetic or host_data_dir is None
+                        else backend.dataset_path(run, host_data_dir))
     problem = schema_error("spec", spec)
     if problem:  # the planner produced it: a bug here, not bad input
         raise AssertionError(f"generated spec for {run.run_id} is invalid: {problem}")
@@ -188,6 +187,8 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
         finish("error", str(exc))
         raise
     metrics, metrics_problem = read_metrics(run_dir.file("metrics.json"))
+    outcome: str
+    message: str | None
     if execution.exit_code is None and execution.message:
         outcome, message = "error", execution.message
     else:
@@ -198,7 +199,7 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
 
 
 def _finish(results: ResultsDir) -> None:
-    rows = report.load(results.path)
-    results.write_json("summary.json", summarize(rows["runs"], rows["statistics"]["cv_threshold"]))
-    results.write_text("report.html", report.render(rows))
+    context = report.load(results.path)  # the runs and every analysis of them, each made once
+    results.write_json("summary.json", summarize(context["runs"], analyses=context))
+    results.write_text("report.html", report.render(context))
     bundle.seal(results.path)  # summary.csv + MANIFEST.sha256: always the last files written

@@ -1,4 +1,5 @@
-"""The results directory: layout, schema validation, run outcomes and the summary.
+"""The results directory: layout, schema validation, run outcomes, reading the runs back.
+(summary.json is made in orchestrator.analysis.summary.)
 
 results/<timestamp>-<suite>/
   suite.yaml  plan.json  system.json  images.json  summary.json  report.html
@@ -30,18 +31,39 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _no_backend_registry() -> list[str]:
+    return []
+
+
+# The names plan.json's and run.json's `backend` may take are those of the backend registry
+# (orchestrator.execution.backends, a layer above this one), which installs itself here
+# when it loads; a process that never loads it (a bare bundle.verify) accepts any string.
+registered_backends = _no_backend_registry
+
+
 def _validator(path: Path) -> jsonschema.Draft202012Validator:
     with open(path, encoding="utf-8") as fh:
-        return jsonschema.Draft202012Validator(json.load(fh))
+        schema = json.load(fh)
+    backends = registered_backends()
+    if backends and "backend" in schema.get("properties", {}):
+        schema["properties"]["backend"] = {"enum": backends}
+    return jsonschema.Draft202012Validator(schema)
 
 
+def _orchestrator_validator(kind: str) -> jsonschema.Draft202012Validator:
+    return _validator(ORCHESTRATOR_SCHEMA_DIR / f"{kind}.schema.json")
+
+
+# Built afresh on each use, so a backend registered meanwhile is known.
 VALIDATORS = {
     "spec": lambda: _validator(SCHEMA_DIR / "spec.schema.json"),
     "metrics": lambda: _validator(SCHEMA_DIR / "metrics.schema.json"),
-    "run": lambda: _validator(ORCHESTRATOR_SCHEMA_DIR / "run.schema.json"),
+    "run": lambda: _orchestrator_validator("run"),
     # bundle-level documents, checked by `dlbench verify`
-    **{kind: (lambda kind=kind: _validator(ORCHESTRATOR_SCHEMA_DIR / f"{kind}.schema.json"))
-       for kind in ("plan", "system", "images", "summary")},
+    "plan": lambda: _orchestrator_validator("plan"),
+    "system": lambda: _orchestrator_validator("system"),
+    "images": lambda: _orchestrator_validator("images"),
+    "summary": lambda: _orchestrator_validator("summary"),
 }
 
 
@@ -176,37 +198,3 @@ def load_runs(results: Path) -> list[dict]:
         row["metrics"], row["metrics_problem"] = read_metrics(run_path / "metrics.json")
         rows.append(row)
     return rows
-
-
-def summarize(rows: list[dict], cv_threshold: float | None = None) -> dict:
-    """summary.json: one flat entry per run (the numbers a reader compares), then the
-    statistics over repeats and the framework comparisons (orchestrator.stats)."""
-    from orchestrator.analysis import input_bound
-    from orchestrator.analysis import stats
-
-    out = []
-    for row in rows:
-        m, rec = row["metrics"], row["record"] or {}
-        entry = {"run_id": row["run_id"], "outcome": rec.get("outcome", "unknown"),
-                 "backend": rec.get("backend"), "message": rec.get("message"),
-                 "batch_size": (row.get("spec") or {}).get("batch_size"),
-                 "monitor": rec.get("monitor")}
-        if m and m["status"] == "ok":
-            entry.update({
-                "framework": m["framework"]["name"], "api": m["framework"]["api"],
-                "framework_version": m["framework"]["version"],
-                "workload": m["workload"], "dataset": m["dataset"]["name"],
-                "synthetic": bool(m["dataset"].get("synthetic")),
-                "parameters": m["model"]["parameters"],
-                "train_total_s": m["timing"]["train_total_s"],
-                "images_per_s": m["timing"]["images_per_s"],
-                "first_step_s": m["timing"]["first_step_s"],
-                "startup_s": m["timing"].get("startup_s"),
-                "test_s": m["timing"]["test_s"],
-                "test_accuracy": m["test"]["accuracy"],
-                "lines_of_code": m.get("lines_of_code"),
-            })
-        out.append(entry)
-    threshold = stats.DEFAULT_CV_THRESHOLD if cv_threshold is None else cv_threshold
-    return {"schema_version": 1, "runs": out, "statistics": stats.analyse(rows, threshold),
-            "input_bound": input_bound.analyse(rows)}

@@ -9,6 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator.execution import monitor
+from orchestrator.execution.backends.docker import docker_sample
+from orchestrator.execution.backends.local import LocalBackend
 from orchestrator.results.directory import RunDir, schema_error
 
 
@@ -19,9 +21,15 @@ def busy_child(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+def local_monitor(pid: int, run_dir: RunDir, interval: float) -> monitor.Monitor:
+    """The monitor the local backend starts for a workload process (its monitor hook)."""
+    return LocalBackend(venv_root=run_dir.path).monitor_run(SimpleNamespace(monitor_interval=interval),
+                                                            run_dir, pid)
+
+
 def test_process_tree_monitor_records_real_cpu_and_memory(tmp_path):
     proc = busy_child(2.0)
-    mon = monitor.for_process(proc.pid, RunDir(tmp_path), 0.2).start()
+    mon = local_monitor(proc.pid, RunDir(tmp_path), 0.2).start()
     proc.wait()
     mon.stop()
     lines = [json.loads(line) for line in (tmp_path / "monitor.jsonl").read_text().splitlines()]
@@ -106,16 +114,16 @@ def test_docker_stats_object_to_sample():
                          "online_cpus": 2},
            "precpu_stats": {"cpu_usage": {"total_usage": 2_000_000_000}, "system_cpu_usage": 18_000_000_000},
            "memory_stats": {"usage": 300 * 2**20, "stats": {"total_inactive_file": 100 * 2**20}}}
-    assert monitor.docker_sample(raw) == {"cpu_percent": 100.0, "memory_mb": 200.0}
+    assert docker_sample(raw) == {"cpu_percent": 100.0, "memory_mb": 200.0}
     first = {**raw, "precpu_stats": {"cpu_usage": {"total_usage": 0}}}
-    assert monitor.docker_sample(first)["cpu_percent"] is None  # no previous sample yet
-    assert monitor.docker_sample({"memory_stats": {}}) is None   # container gone
+    assert docker_sample(first)["cpu_percent"] is None  # no previous sample yet
+    assert docker_sample({"memory_stats": {}}) is None   # container gone
 
 
 def test_a_monitor_that_never_started_stops_quietly(tmp_path):
-    mon = monitor.for_process(999_999_999, RunDir(tmp_path), 0.5)
+    mon = local_monitor(999_999_999, RunDir(tmp_path), 0.5)
     mon.stop()
     started = time.monotonic()
-    monitor.for_process(999_999_999, RunDir(tmp_path), 0.5).start().stop()  # no such pid
+    local_monitor(999_999_999, RunDir(tmp_path), 0.5).start().stop()  # no such pid
     assert time.monotonic() - started < 5
     assert monitor.summarize(tmp_path / "absent.jsonl") is None

@@ -1,32 +1,109 @@
-"""Where runs execute. `docker` (one container per run) is the product's way;
-`local` (one virtualenv per framework, from the same lock files) is the fallback
+"""Where runs execute, found by name. `docker` (one container per run) is the product's
+way; `local` (one virtualenv per framework, from the same lock files) is the fallback
 for hosts without a Docker engine, GPU machines without Docker included.
 
-A new backend: a module here with a `Backend` subclass, and a line in `BACKENDS`.
+A new backend: a module here with one `Backend` subclass (base.py says what it must
+provide and declare), and one `register(...)` line at the end of this file. The
+--backend choices and help, `auto`, --no-build, rerun and the backend names the plan
+and run schemas accept all follow from the registry; nothing else names a backend.
+Backends are imported only when used, so `dlbench plan` never loads the docker SDK.
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from orchestrator.errors import DlbenchError
-from orchestrator.execution.backends.base import Backend
+from orchestrator.results import directory
 
-BACKEND_NAMES = ("auto", "docker", "local")
+if TYPE_CHECKING:
+    from orchestrator.execution.backends.base import Backend
 
 
-def select_backend(name: str, say=print) -> Backend:
-    """`auto`: Docker when an engine answers, else local (said in one line)."""
-    if name not in BACKEND_NAMES:
-        raise DlbenchError(f"--backend/BACKEND: unknown backend '{name}' (use auto, docker or local)")
-    if name in ("auto", "docker"):
-        from orchestrator.execution.backends.docker import DockerBackend, connect
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    target: str | type[Backend]  # "package.module:Class", imported when first needed
+    auto: str | None = None      # tried by `--backend auto` (in registry order): how its help says when
 
-        client, problem = connect()
-        if client is not None:
-            return DockerBackend(client)
-        if name == "docker":
-            raise DlbenchError(f"BACKEND=docker but no Docker engine is reachable ({problem}); "
-                               "start dockerd or set DOCKER_HOST")
-        say(f"No Docker engine reachable ({problem}); running on the local backend "
-            "(one virtualenv per framework).")
-    from orchestrator.execution.backends.local import LocalBackend
 
-    return LocalBackend()
+BACKENDS: dict[str, Registration] = {}
+
+
+def register(name: str, target: str | type[Backend], auto: str | None = None) -> None:
+    BACKENDS[name] = Registration(name, target, auto)
+
+
+def unregister(name: str) -> None:
+    BACKENDS.pop(name, None)
+
+
+def names() -> list[str]:
+    """The registered backends, in registry order."""
+    return list(BACKENDS)
+
+
+def backend_class(name: str) -> type[Backend]:
+    target = BACKENDS[name].target
+    if not isinstance(target, str):
+        return target
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def one_of(words: list[str]) -> str:
+    """['a', 'b', 'c'] -> 'a, b or c'."""
+    return " or ".join(filter(None, [", ".join(words[:-1]), *words[-1:]]))
+
+
+def backend_help() -> str:
+    """--backend's help: the choices, and what `auto` does."""
+    auto = ", else ".join(entry.auto for entry in BACKENDS.values() if entry.auto)
+    return f"auto (default; {auto}), {one_of(names())}"
+
+
+def select_backend(name: str, say: Callable[[str], None] = print) -> Backend:
+    """A backend by name; `auto`: the first of the auto backends that can run here (Docker
+    when an engine answers, else local), saying in one line why it fell back."""
+    if name != "auto" and name not in BACKENDS:
+        raise DlbenchError(f"--backend/BACKEND: unknown backend '{name}' "
+                           f"(use {one_of(['auto', *names()])})")
+    if name != "auto":
+        return backend_class(name).open()
+    from orchestrator.execution.backends.base import Unavailable
+
+    passed: list[str] = []
+    for entry in BACKENDS.values():
+        if entry.auto is None:
+            continue
+        try:
+            backend = backend_class(entry.name).open()
+        except Unavailable as exc:
+            passed.append(exc.reason)
+            continue
+        if passed:
+            say(f"{'; '.join(passed)}; running on the {backend.name} backend ({backend.summary}).")
+        return backend
+    raise DlbenchError(f"no backend can run here: {'; '.join(passed)}")
+
+
+def use_existing_environments(backend: Backend) -> None:
+    """--no-build: existing environments only, on a backend that would otherwise build them."""
+    if not backend.supports_no_build:
+        able = [name for name in BACKENDS if backend_class(name).supports_no_build]
+        raise DlbenchError(f"--no-build applies to the {one_of(able)} backend only")
+    backend.build = False
+
+
+def rerun_backends() -> list[str]:
+    """The backends that can run a bundle's runs again on the images it recorded."""
+    return [name for name in BACKENDS if backend_class(name).reruns_recorded_images]
+
+
+# The backend names plan.json and run.json may carry are exactly the registered ones.
+directory.registered_backends = names
+
+register("docker", "orchestrator.execution.backends.docker:DockerBackend", auto="Docker if reachable")
+register("local", "orchestrator.execution.backends.local:LocalBackend", auto="local")

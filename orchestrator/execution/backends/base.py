@@ -1,14 +1,52 @@
-"""What every backend provides, and the output handling they share."""
+"""What every backend provides: the interface the runner, resume, rerun and the CLI use,
+and the output handling backends share. A backend reports what it saw of a run
+(`Execution`); it never decides the outcome (results.directory.classify does).
+
+Adding a backend is one module in this package holding one `Backend` subclass, and one
+line in the registry (orchestrator/execution/backends/__init__.py). Nothing else names a
+backend: the runner, the monitor and the CLI only ever see this interface.
+"""
 from __future__ import annotations
 
+import abc
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from contract.events import EVENT_PREFIX
+from orchestrator.errors import DlbenchError
+from orchestrator.execution import monitor, sysinfo
 
-from orchestrator.results.directory import RunDir
-from orchestrator.plan.suite import PlannedRun, Suite
+if TYPE_CHECKING:
+    from orchestrator.plan.suite import PlannedRun, Suite
+    from orchestrator.results.directory import RunDir
+
+# What a backend can guarantee about a run it executes (Backend.enforces), in words.
+# The first three are the suite's `resources`: one the suite asks for and the backend
+# does not enforce is recorded in run.json's resources as "enforced": false.
+ENFORCEABLE = {
+    "cpus": "CPU quota (resources.cpus)",
+    "cpuset": "CPU pinning (resources.cpuset)",
+    "memory": "memory limit without swap (resources.memory): an overflow is an OOM",
+    "timeout": "the run is stopped at its timeout",
+    "network_off": "no network inside the run",
+    "read_only_root": "read-only root filesystem",
+    "read_only_data": "the dataset is mounted read-only",
+    "non_root": "the workload runs as a non-root user",
+    "no_privileges": "no capabilities, no privilege escalation (no-new-privileges)",
+}
+
+
+class Unavailable(DlbenchError):
+    """Backend.open(): this host cannot run the backend now. The message is the one-line
+    error when the user asked for this backend; `reason` is what `--backend auto` says
+    before it moves on to the next backend (e.g. "No Docker engine reachable (...)")."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -22,30 +60,97 @@ class Execution:
     resources: dict = field(default_factory=dict)
 
 
-class Backend:
-    name = ""
+class Backend(abc.ABC):
+    """One way of executing runs. Attributes a subclass declares:
 
+    name               as `--backend`, plan.json and run.json spell it
+    summary            what a run is here, in a few words (said when `auto` falls back to it)
+    enforces           keys of ENFORCEABLE this backend guarantees for every run
+    supports_no_build  `--no-build` means something here: prepare() must then only find
+                       an existing environment (self.build is False), never make one
+    reruns_recorded_images
+                       `dlbench rerun` can run a bundle's runs again on the very images
+                       it recorded (for_recorded_images)
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    enforces: ClassVar[frozenset[str]] = frozenset()
+    supports_no_build: ClassVar[bool] = False
+    reruns_recorded_images: ClassVar[bool] = False
+
+    build: bool = True  # False under --no-build (only where supports_no_build)
+
+    # -- choosing and opening -------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def open(cls) -> Backend:
+        """A backend ready to use on this host (an engine answers, ...); raise Unavailable
+        in one sentence when it cannot be used here."""
+
+    @classmethod
+    def for_recorded_images(cls, image_ids: dict[str, str], tags: dict[str, str | None]) -> Backend:
+        """`dlbench rerun`: a backend that runs each framework/flavour on the image ID the
+        bundle recorded (image_ids, tags: "framework/flavour" -> ID / tag), never on what a
+        tag points at today. One-line DlbenchError when this host lacks one of them."""
+        raise DlbenchError(f"the {cls.name} backend cannot rerun recorded images")
+
+    # -- before any run ---------------------------------------------------------
+    @abc.abstractmethod
     def preflight(self, suite: Suite) -> None:
         """Fail early, in one sentence, when the suite cannot run here (e.g. no GPU)."""
 
-    def prepare(self, framework: str, flavour: str, progress: Callable[[str], None]) -> dict:
-        """Build or reuse the environment (image / venv); return its description."""
-        raise NotImplementedError
+    def system_info(self) -> dict:
+        """system.json: the host the suite runs on, as this backend sees it."""
+        return sysinfo.collect()
 
+    @abc.abstractmethod
+    def prepare(self, framework: str, flavour: str, progress: Callable[[str], None]) -> dict:
+        """Build or reuse the environment (image / venv) of framework/flavour; return its
+        description (images.json; its kind/tag/id/digest/lock_sha256/path go into each
+        run.json). A DlbenchError fails this environment's runs, not the suite."""
+
+    def remove_leftovers(self, results_path: Path) -> list[str]:
+        """Before a resume: stop what an earlier, interrupted attempt left running for these
+        results; return what was removed, in words ("container NAME")."""
+        return []
+
+    # -- one run ----------------------------------------------------------------
+    @abc.abstractmethod
     def dataset_path(self, run: PlannedRun, host_dir: str) -> str:
         """The dataset directory as the workload sees it."""
-        raise NotImplementedError
 
-    def execute(self, run: PlannedRun, run_dir: RunDir, host_data_dir: str,
+    @abc.abstractmethod
+    def execute(self, run: PlannedRun, run_dir: RunDir, host_data_dir: str | None,
                 environment: dict, on_event: Callable[[dict], None]) -> Execution:
-        raise NotImplementedError
+        """Run the workload on run_dir/spec.json (already written) until it ends, its
+        timeout passes or interrupt() is called. Its output goes to run_dir/output.log
+        and each `@dlbench` event line to on_event (OutputSink does both); the host
+        monitor samples it meanwhile (monitor_run). host_data_dir: None for synthetic
+        data. A DlbenchError means no later run can start either (the engine is gone)."""
 
+    @abc.abstractmethod
     def interrupt(self) -> None:
-        """Stop whatever is running now (Ctrl-C)."""
+        """Stop whatever is running now (Ctrl-C, SIGTERM)."""
 
-    def remove_leftovers(self, results_path) -> list[str]:
-        """Before a resume: stop what an earlier attempt left running for these results."""
-        return []
+    # -- the host monitor's hook ------------------------------------------------
+    @abc.abstractmethod
+    def host_sampler(self, started: Any) -> monitor.HostSampler:
+        """What samples CPU % and memory of a run this backend started; `started` is what
+        execute() hands to monitor_run (a container, a process ID, ...)."""
+
+    def monitor_run(self, run: PlannedRun, run_dir: RunDir, started: Any) -> monitor.Monitor:
+        """The host-side monitor of one run (runs/<id>/monitor.jsonl), not yet started."""
+        return monitor.Monitor(lambda: self.host_sampler(started), run_dir.file(monitor.FILENAME),
+                               run.monitor_interval)
+
+    def recorded_resources(self, run: PlannedRun) -> dict:
+        """run.json's resources: the limits asked for, marked "enforced": false when this
+        backend does not enforce them all."""
+        resources = {k: v for k, v in run.resources.items() if v is not None}
+        if any(key not in self.enforces for key in resources):
+            resources["enforced"] = False
+        return resources
 
 
 class OutputSink:

@@ -1,4 +1,8 @@
-"""Docker backend: one locked-down container per run, driven through the docker SDK."""
+"""Docker backend: one locked-down container per run, driven through the docker SDK.
+
+Registered as `docker` in orchestrator/execution/backends/__init__.py (imported only when
+chosen: `dlbench plan` never loads the docker SDK).
+"""
 from __future__ import annotations
 
 import os
@@ -6,7 +10,7 @@ import threading
 import time
 import uuid
 
-import docker
+from docker.client import DockerClient
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 from requests.exceptions import ChunkedEncodingError, ReadTimeout
@@ -14,10 +18,11 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from orchestrator import images
 from orchestrator.errors import DlbenchError
-from orchestrator.execution.monitor import for_container as monitor_container
-from orchestrator.results.directory import RunDir
+from orchestrator.execution import sysinfo
+from orchestrator.execution.backends.base import Backend, Execution, OutputSink, Unavailable
+from orchestrator.execution.monitor import MB
 from orchestrator.plan.suite import PlannedRun, Suite
-from orchestrator.execution.backends.base import Backend, Execution, OutputSink
+from orchestrator.results.directory import RunDir
 
 CONTAINER_UID = 10001          # the images' non-root user
 CONTAINER_RESULTS = "/results"
@@ -33,7 +38,7 @@ NO_GPU_MESSAGE = ("GPU requested but the NVIDIA container toolkit is not install
 def connect():
     """(client, None) when an engine answers, else (None, reason)."""
     try:
-        client = docker.from_env(timeout=120)
+        client = DockerClient.from_env(timeout=120)
         client.ping()
         return client, None
     except (DockerException, RequestsConnectionError) as exc:
@@ -71,6 +76,11 @@ def gpu_request() -> list[DeviceRequest]:
 
 class DockerBackend(Backend):
     name = "docker"
+    summary = "one container per run"
+    enforces = frozenset({"cpus", "cpuset", "memory", "timeout", "network_off", "read_only_root",
+                          "read_only_data", "non_root", "no_privileges"})
+    supports_no_build = True
+    reruns_recorded_images = True
 
     def __init__(self, client, build: bool = True, build_options=None):
         self.client = client
@@ -78,6 +88,33 @@ class DockerBackend(Backend):
         self.build_options = build_options or images.BuildOptions.from_env()
         self.session = uuid.uuid4().hex[:8]
         self._current = None
+
+    @classmethod
+    def open(cls) -> DockerBackend:
+        client, problem = connect()
+        if client is None:
+            raise Unavailable(f"BACKEND=docker but no Docker engine is reachable ({problem}); "
+                              "start dockerd or set DOCKER_HOST",
+                              reason=f"No Docker engine reachable ({problem})")
+        return cls(client)
+
+    @classmethod
+    def for_recorded_images(cls, image_ids: dict[str, str], tags: dict[str, str | None]) -> DockerBackend:
+        client, problem = connect()
+        if client is None:
+            raise DlbenchError(f"rerun needs a Docker engine ({problem})")
+        for key, image_id in image_ids.items():
+            try:
+                client.images.get(image_id)
+            except ImageNotFound:
+                raise DlbenchError(
+                    f"image {image_id} ({tags.get(key) or key}) recorded by the bundle is not present "
+                    "locally; load that exact image (docker load) to rerun: a rebuilt image has "
+                    "another ID") from None
+        return RecordedImageBackend(client, image_ids, tags)
+
+    def system_info(self) -> dict:
+        return sysinfo.collect(self.client)
 
     # -- preflight ----------------------------------------------------------
     def preflight(self, suite: Suite) -> None:
@@ -141,27 +178,27 @@ class DockerBackend(Backend):
         """Everything the container is created with; a test inspects the result."""
         res = run.resources
         user = CONTAINER_UID if os.geteuid() == 0 else os.geteuid()
-        config = dict(
-            image=environment["id"] or environment["tag"],
-            command=["run", "--spec", f"{CONTAINER_RESULTS}/{run.run_id}/spec.json"],
-            name=f"dlbench-{self.session}-{run.run_id}",
-            labels={"org.dlbench.run-id": run.run_id, "org.dlbench.session": self.session,
+        config = {
+            "image": environment["id"] or environment["tag"],
+            "command": ["run", "--spec", f"{CONTAINER_RESULTS}/{run.run_id}/spec.json"],
+            "name": f"dlbench-{self.session}-{run.run_id}",
+            "labels": {"org.dlbench.run-id": run.run_id, "org.dlbench.session": self.session,
                     RESULTS_LABEL: str(run_dir.path.parent.parent)},
-            volumes={
+            "volumes": {
                 **({} if run.synthetic else {   # synthetic data is generated inside
                     str(host_data_dir): {"bind": self.dataset_path(run, host_data_dir), "mode": "ro"}}),
                 str(run_dir.path): {"bind": f"{CONTAINER_RESULTS}/{run.run_id}", "mode": "rw"},
             },
-            user=f"{user}:{user}",
-            network_disabled=True,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            read_only=True,
+            "user": f"{user}:{user}",
+            "network_disabled": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "read_only": True,
             # exec: JIT compilers (torch.compile, Theano) load the code they compile from here
-            tmpfs={"/tmp": "rw,nosuid,nodev,exec,size=2g"},
-            environment={"PYTHONUNBUFFERED": "1"},
-            detach=True,
-        )
+            "tmpfs": {"/tmp": "rw,nosuid,nodev,exec,size=2g"},
+            "environment": {"PYTHONUNBUFFERED": "1"},
+            "detach": True,
+        }
         cache = self.compile_cache(run, environment)
         if cache is not None:
             config["volumes"][str(cache)] = {"bind": CONTAINER_COMPILE_CACHE, "mode": "rw"}
@@ -192,7 +229,7 @@ class DockerBackend(Backend):
         if os.geteuid() == 0:  # the container's non-root user must be able to write here
             os.chown(run_dir.path, CONTAINER_UID, CONTAINER_UID)
         config = self.container_config(run, run_dir, host_data_dir, environment)
-        resources = {k: v for k, v in run.resources.items() if v is not None}
+        resources = self.recorded_resources(run)
         try:
             container = self.client.containers.create(**config)
         except APIError as exc:
@@ -203,7 +240,7 @@ class DockerBackend(Backend):
         self._current = container
         sink = OutputSink(run_dir.file("output.log"), on_event)
         info = {"id": container.id, "name": container.name}
-        monitor = monitor_container(container, run_dir, run.monitor_interval)
+        monitor = self.monitor_run(run, run_dir, container)
         try:
             try:
                 container.start()
@@ -259,7 +296,7 @@ class DockerBackend(Backend):
                     pass
         except CONNECTION_ERRORS as exc:
             raise engine_lost("while looking for leftover containers", exc) from None
-        return [container.name for container in found]
+        return [f"container {container.name}" for container in found]
 
     @staticmethod
     def _follow(container, sink: OutputSink) -> None:
@@ -276,6 +313,81 @@ class DockerBackend(Backend):
                 container.stop(timeout=5)
             except (NotFound, APIError):
                 pass
+
+    def host_sampler(self, started) -> DockerStatsSampler:
+        return DockerStatsSampler(started)
+
+
+class RecordedImageBackend(DockerBackend):
+    """`dlbench rerun`: the docker backend with each framework/flavour pinned to a recorded
+    image ID (never rebuilt, never whatever its tag points at today)."""
+
+    def __init__(self, client, image_ids: dict[str, str], tags: dict[str, str | None]):
+        super().__init__(client, build=False)
+        self.image_ids, self.tags = image_ids, tags
+
+    def prepare(self, framework, flavour, progress):
+        key = f"{framework}/{flavour}"
+        image = self.client.images.get(self.image_ids[key])
+        progress(f"{self.image_ids[key]} (recorded as {self.tags.get(key) or 'untagged'})")
+        return {"kind": "image", **images.ImageInfo.from_image(image, self.tags.get(key) or "").to_dict()}
+
+
+# -- the host monitor's view of a container ---------------------------------------
+
+class DockerStatsSampler:
+    """Follows the engine's stats stream (`container.stats(stream=True, decode=True)`)
+    in a thread and hands out the latest sample. The engine refreshes it about once a
+    second, so at shorter intervals CPU/memory repeat their last value (GPU lines do not)."""
+
+    def __init__(self, container):
+        self.container = container
+        self._latest: dict | None = None
+        self._stream = None
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            self._stream = self.container.stats(stream=True, decode=True)
+            for raw in self._stream:
+                sample = docker_sample(raw)
+                if sample is not None:
+                    self._latest = sample
+        except Exception:  # noqa: BLE001 - the container went away: the stream simply ends
+            pass
+
+    def read(self) -> dict | None:
+        return self._latest
+
+    def close(self) -> None:
+        stream = self._stream
+        close = getattr(stream, "close", None)
+        if close:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing a finished stream
+                pass
+        self._thread.join(timeout=2)
+
+
+def docker_sample(raw: dict) -> dict | None:
+    """CPU % and memory from one Docker stats object, computed as `docker stats` does:
+    CPU from the delta against the previous sample the engine includes (precpu_stats),
+    memory as usage minus inactive page cache (cgroup v1: total_inactive_file, v2: inactive_file)."""
+    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    mem = raw.get("memory_stats") or {}
+    if "usage" not in mem:
+        return None  # the container is not running (any more)
+    cpu_percent = None
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    if pre.get("system_cpu_usage") and system_delta > 0:
+        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
+        cores = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])
+        cpu_percent = max(0.0, cpu_delta / system_delta * cores * 100)
+    extra = mem.get("stats") or {}
+    cache = extra.get("total_inactive_file", extra.get("inactive_file", 0))
+    return {"cpu_percent": cpu_percent, "memory_mb": max(0, mem["usage"] - cache) / MB}
 
 
 def _api_message(exc: APIError) -> str:

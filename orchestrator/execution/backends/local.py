@@ -2,11 +2,14 @@
 created with uv from the very lock files the images install.
 
 Used when no Docker engine is reachable (and on GPU machines without Docker).
-Resource limits (cpus/memory) cannot be enforced here; they are recorded as such.
+Resource limits (cpus/memory) cannot be enforced here; they are recorded as such
+(Backend.enforces: only the timeout). Registered as `local` in
+orchestrator/execution/backends/__init__.py.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import signal
@@ -14,13 +17,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import cast
 
 from orchestrator import images
 from orchestrator.errors import DlbenchError
-from orchestrator.execution.monitor import for_process as monitor_process
+from orchestrator.execution.backends.base import Backend, Execution, OutputSink
+from orchestrator.execution.monitor import ProcessTreeSampler
 from orchestrator.paths import REPO_ROOT, cache_dir
 from orchestrator.plan.suite import PlannedRun, Suite
-from orchestrator.execution.backends.base import Backend, Execution, OutputSink
 
 READY_MARKER = ".dlbench-ready"
 
@@ -47,10 +51,16 @@ def _uv_settings() -> tuple[dict, list[str]]:
 
 class LocalBackend(Backend):
     name = "local"
+    summary = "one virtualenv per framework"
+    enforces = frozenset({"timeout"})
 
     def __init__(self, venv_root: Path | None = None):
         self.venv_root = venv_root or cache_dir() / "venvs"
         self._process: subprocess.Popen | None = None
+
+    @classmethod
+    def open(cls) -> LocalBackend:
+        return cls()
 
     def preflight(self, suite: Suite) -> None:
         if "gpu" in suite.devices:
@@ -103,18 +113,15 @@ class LocalBackend(Backend):
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             env["DLBENCH_COMPILE_CACHE"] = str(cache)
-        resources = {k: v for k, v in run.resources.items() if v is not None}
-        if resources:
-            resources["enforced"] = False
+        resources = self.recorded_resources(run)
         sink = OutputSink(run_dir.file("output.log"), on_event)
         # Own process group, so a timeout or Ctrl-C stops the workload and its children.
         self._process = proc = subprocess.Popen(cmd, env=env, cwd=run_dir.path,
                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
-        reader = threading.Thread(target=lambda: [sink.feed(c) for c in iter(
-            lambda: proc.stdout.read1(65536), b"")], daemon=True)
+        reader = threading.Thread(target=_pump, args=(proc, sink), daemon=True)
         reader.start()
-        monitor = monitor_process(proc.pid, run_dir, run.monitor_interval).start()
+        monitor = self.monitor_run(run, run_dir, proc.pid).start()
         timed_out = False
         try:
             proc.wait(timeout=run.timeout)
@@ -130,6 +137,16 @@ class LocalBackend(Backend):
     def interrupt(self) -> None:
         if self._process is not None:
             _kill_group(self._process)
+
+    def host_sampler(self, started) -> ProcessTreeSampler:
+        return ProcessTreeSampler(started)
+
+
+def _pump(proc: subprocess.Popen, sink: OutputSink) -> None:
+    """The workload's output (stdout and stderr, merged) into the sink, until it closes."""
+    stdout = cast(io.BufferedReader, proc.stdout)  # a pipe: read1 returns what is there
+    for chunk in iter(lambda: stdout.read1(65536), b""):
+        sink.feed(chunk)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 from orchestrator import datasets  # noqa: E402
 from orchestrator.execution.backends.docker import DockerBackend, connect  # noqa: E402
 from orchestrator.execution.backends.local import LocalBackend  # noqa: E402
-from orchestrator.results.directory import ResultsDir, read_metrics  # noqa: E402
 from orchestrator.plan.suite import load_suite  # noqa: E402
+from orchestrator.results.directory import ResultsDir, read_metrics  # noqa: E402
 
 BENCH_MOUNT = "/opt/dlbench-bench"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from orchestrator.cli.common import say
 from orchestrator.errors import DlbenchError
-from orchestrator.results import bundle
 from orchestrator.paths import results_root
+from orchestrator.results import bundle
 
 VERIFY_FAILED = 1
 

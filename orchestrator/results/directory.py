@@ -17,7 +17,6 @@ from pathlib import Path
 import jsonschema
 
 from contract.jsonio import write_json_atomic
-
 from orchestrator.errors import DlbenchError
 from orchestrator.fileio import read_json_or_none
 from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR, SCHEMA_DIR
@@ -28,7 +27,7 @@ MIN_FREE_BYTES = 64 * 2**20  # a suite writes a few MB; less free than this mean
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _no_backend_registry() -> list[str]:
@@ -136,7 +135,7 @@ class ResultsDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, root: Path, suite_name: str) -> "ResultsDir":
+    def create(cls, root: Path, suite_name: str) -> ResultsDir:
         check_free_space(root)
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         try:

@@ -24,10 +24,10 @@ import docker.errors
 import pytest
 
 from orchestrator.execution.backends.docker import CONTAINER_UID, NO_GPU_MESSAGE, RESULTS_LABEL, DockerBackend
-from orchestrator.paths import REPO_ROOT
-from orchestrator.results.directory import MIN_FREE_BYTES, ResultsDir
 from orchestrator.execution.runner import run_suite
+from orchestrator.paths import REPO_ROOT
 from orchestrator.plan.suite import load_suite
+from orchestrator.results.directory import MIN_FREE_BYTES, ResultsDir
 
 from .helpers import DLBENCH, dlbench, only_results_dir, runs, write_suite
 
@@ -218,7 +218,7 @@ class EngineProxy:
         while self.open:
             try:
                 client, _ = self.server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             client.settimeout(None)
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -26,3 +26,28 @@ IMPORT_ENVIRONMENT = {
     ("keras", "torch"): {"KERAS_BACKEND": "torch"},
     ("keras", "tensorflow"): {"KERAS_BACKEND": "tensorflow"},
 }
+
+# The framework options (a suite's `options:`, `--option KEY=VALUE` by hand) each framework
+# file reads, as a JSON Schema per option. Pure data: the host refuses at plan time any option
+# a framework does not read (a misspelt `compil: true` would otherwise be recorded and ignored);
+# a test reads each framework file's source and checks it against this table both ways.
+_JIT_COMPILE = {"enum": [True, False, "auto"],
+                "description": "XLA: true, false, or Keras' own choice per backend"}
+OPTIONS: dict[tuple[str, str], dict[str, dict]] = {
+    ("pytorch", "eager"): {"compile": {"type": "boolean", "description": "torch.compile the model"}},
+    ("tensorflow", "keras"): {"jit_compile": _JIT_COMPILE},
+    ("tensorflow", "eager"): {},
+    ("tensorflow", "graph"): {"jit_compile": {"type": "boolean",
+                                              "description": "XLA-compile the tf.function steps"}},
+    ("tensorflow-legacy", "estimator"): {},
+    ("keras", "jax"): {"jit_compile": _JIT_COMPILE},
+    ("keras", "torch"): {"jit_compile": _JIT_COMPILE},
+    ("keras", "tensorflow"): {"jit_compile": _JIT_COMPILE},
+    ("jax", "flax"): {},
+    ("mxnet", "gluon"): {"hybridize": {"type": "boolean",
+                                       "description": "false: imperative Gluon (default true)"}},
+    ("chainer", "eager"): {},
+    ("theano", "graph"): {},
+    ("paddle", "dygraph"): {"to_static": {"type": "boolean",
+                                          "description": "paddle.jit.to_static the model"}},
+}

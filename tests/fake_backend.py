@@ -47,7 +47,13 @@ BEHAVIOURS = {
     "sigterm": "SIGTERM arrives at dlbench mid-run",
     "engine-lost": "the engine stops answering mid-run",
     "disk-full": "the results filesystem fills up mid-run",
+    # what a hostile workload can plant in the run directory it may write
+    "link-metrics": "trains, but metrics.json is a symbolic link to a valid metrics file outside "
+                    "the run directory (a host file, HOST_FILE beside the results directory)",
+    "link-dir": "trains, writes valid metrics, and plants a link to a directory outside the run",
+    "fifo": "trains, writes valid metrics, and leaves a FIFO (named pipe) behind",
 }
+HOST_FILE = "host-file-{run_id}.json"  # link-metrics' target, in the results root
 
 
 def real_metrics() -> dict:
@@ -215,7 +221,16 @@ class FakeBackend(Backend):
         if behaviour == "invalid-metrics":
             write_metrics({"schema_version": 1, "status": "ok"})
             return done(0)
-        write_metrics(metrics_for(spec))
+        if behaviour == "link-metrics":
+            host_file = run_dir.path.parent.parent.parent / HOST_FILE.format(run_id=run.run_id)
+            host_file.write_text(json.dumps(metrics_for(spec)), encoding="utf-8")
+            os.symlink(host_file, run_dir.file("metrics.json"))
+        else:
+            write_metrics(metrics_for(spec))
+        if behaviour == "link-dir":
+            os.symlink(run_dir.path.parent.parent.parent, run_dir.file("elsewhere"))
+        if behaviour == "fifo":
+            os.mkfifo(run_dir.file("pipe"))
         say("done", status="ok", metrics=str(run_dir.file("metrics.json")))
         return done(3 if behaviour == "exit-code" else 0)
 

@@ -86,12 +86,24 @@ def check_suite_text(rows: list[tuple[str, str]], device: str = "cpu",
 
 def build_check_suite(rows: list[tuple[str, str]], device: str = "cpu",
                       workloads: Sequence[str] = ("mnist_cnn",)) -> Suite:
-    """Through the same loader as a user's suite file, so the same validation applies."""
+    """Through the same loader as a user's suite file, so the same validation applies.
+    On the GPU, the rows whose framework has no cuda image are left out (a warning line
+    names them) unless that leaves none: then the suite's one-line error says why."""
+    skipped: list[tuple[str, str]] = []
+    if device == "gpu":
+        from orchestrator.images import load_images
+
+        images = load_images(check_locks=False)
+        kept = [r for r in rows if r[0] not in images or "cuda" in images[r[0]].flavours]
+        skipped, rows = ([r for r in rows if r not in kept], kept) if kept else ([], rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "check.yaml"
         path.write_text(check_suite_text(rows, device, workloads), encoding="utf-8")
         suite = load_suite(path)
     suite.path = Path("check.yaml")
+    if skipped:
+        suite.warnings.append(f"check --device gpu: {', '.join(f'{f}/{a}' for f, a in skipped)} "
+                              "left out: no cuda image (docker/images.yaml says why)")
     return suite
 
 

@@ -11,7 +11,16 @@ import os
 import sys
 import traceback
 
+from orchestrator.cli.common import printable
 from orchestrator.errors import DlbenchError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own lines (usage, its errors) go through `printable` too: they repeat
+    what was typed, which may hold control characters."""
+
+    def _print_message(self, message, file=None):
+        super()._print_message(printable(message) if message else message, file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,9 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli.data import add_data_commands
     from orchestrator.cli.images import add_image_commands, add_sysinfo_command
     from orchestrator.cli.suite import add_suite_commands
+    from orchestrator.images.context import dlbench_version
 
-    parser = argparse.ArgumentParser(prog="dlbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="dlbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {dlbench_version()}",
+                        help="print dlbench's version and exit")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                help="what to do (`dlbench COMMAND --help`: its options)")
     add_suite_commands(sub)     # plan | run | check
     add_bundle_commands(sub)    # verify | pack | report | compare | rerun
     add_image_commands(sub)     # images build | base
@@ -37,9 +50,9 @@ def main(argv=None) -> int:
     except DlbenchError as exc:
         # One line; a few errors carry detail below it (a build log's tail), shown on request.
         first, _, detail = str(exc).partition("\n")
-        print(f"dlbench: error: {first}", file=sys.stderr)
+        print(f"dlbench: error: {printable(first)}", file=sys.stderr)
         if detail and os.environ.get("DLBENCH_DEBUG"):
-            print(detail, file=sys.stderr)
+            print(printable(detail), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("dlbench: interrupted", file=sys.stderr)
@@ -50,7 +63,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, details on request
         if os.environ.get("DLBENCH_DEBUG"):
             traceback.print_exc()
-        print(f"dlbench: internal error: {type(exc).__name__}: {exc} "
+        message = printable(str(exc)).replace("\n", " ")
+        print(f"dlbench: internal error: {type(exc).__name__}: {message} "
               "(set DLBENCH_DEBUG=1 for the traceback)", file=sys.stderr)
         return 70
 

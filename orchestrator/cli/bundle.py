@@ -6,21 +6,32 @@ as one line (exit 2); a bundle that does not verify exits 1, naming each file.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from orchestrator.cli.common import say
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import results_root
 from orchestrator.results import bundle
+from orchestrator.results.output import check_place, write_output
 
 VERIFY_FAILED = 1
+
+
+def bundle_problems(directory: Path) -> list[str]:
+    """Everything `dlbench verify` checks, one line each: each file against the manifest and
+    its schema (results.bundle), then the files against each other (analysis.consistency)."""
+    from orchestrator.analysis import consistency
+
+    found = bundle.located_problems(directory)
+    if not found:  # the cross-file checks read the documents, so only documents that verify
+        found = consistency.located_problems(directory, set())
+    return [line for _, line in found]
 
 
 def verified_line(path: Path) -> tuple[int, list[str]]:
     """(exit code, lines to print) for `dlbench verify` and the end of `dlbench run`."""
     with bundle.opened(path) as directory:
-        problems = bundle.verify(directory)
+        problems = bundle_problems(directory)
     if problems:
         return VERIFY_FAILED, [*(f"  {p}" for p in problems),
                                f"Bundle does NOT verify: {path} ({len(problems)} problem(s))"]
@@ -39,7 +50,7 @@ def cmd_pack(args) -> int:
     with bundle.opened(source) as directory:
         if directory != source:
             raise DlbenchError(f"{source}: already packed; give the results directory")
-        problems = bundle.verify(directory)
+        problems = bundle_problems(directory)
         if problems:
             raise DlbenchError(f"{source}: does not verify ({problems[0]}); "
                                       "`dlbench verify` lists every problem")
@@ -53,7 +64,10 @@ def cmd_report(args) -> int:
     from orchestrator import report
 
     source = Path(args.bundle)
+    if args.output:
+        check_place(args.output)  # before the work of rendering
     with bundle.opened(source) as directory:
+        bundle.require_documents(directory, source)
         html = report.render(report.load(directory)).encode("utf-8")
         original = directory / "report.html"
         same = original.is_file() and original.read_bytes() == html
@@ -61,13 +75,14 @@ def cmd_report(args) -> int:
         sealed = (directory / bundle.MANIFEST).exists()
     if args.output:
         out = Path(args.output)
+        if sealed and source.is_dir() and _inside(out, source):
+            raise DlbenchError(f"{out}: inside the sealed bundle {source}, which must not change; "
+                               "write the report outside it (the default is beside it)")
     elif source.is_dir() and not sealed:
         out = source / "report.html"
     else:
         out = source.with_name(f"{bundle.bundle_name(source)}.report.html")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(html)
-    os.replace(tmp, out)
+    write_output(out, html)
     say(f"Report: {out}")
     if had_original:
         say("Byte-identical to the report in the bundle." if same else
@@ -75,16 +90,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    target, root = path.resolve(), directory.resolve()
+    return target == root or root in target.parents
+
+
 def cmd_compare(args) -> int:
     from orchestrator.report import compare
 
-    result = compare.compare(Path(args.a), Path(args.b))
-    print(compare.format_text(result))
     if args.html:
-        out = Path(args.html)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(compare.render_html(result), encoding="utf-8")
-        os.replace(tmp, out)
+        check_place(args.html)  # before the work of comparing
+    result = compare.compare(Path(args.a), Path(args.b))
+    say(compare.format_text(result))
+    if args.html:
+        out = write_output(Path(args.html), compare.render_html(result).encode("utf-8"))
         say(f"HTML: {out}")
     return 0
 
@@ -102,7 +121,8 @@ def cmd_rerun(args) -> int:
 
 
 def add_bundle_commands(subparsers) -> None:
-    p = subparsers.add_parser("verify", help="check a bundle against its MANIFEST.sha256 and schemas")
+    p = subparsers.add_parser("verify", help="check a bundle: its MANIFEST.sha256, schemas, and that its "
+                                               "files agree (plan, runs, summary, images)")
     p.add_argument("bundle", help="results directory or its .tar.gz")
     p.set_defaults(func=cmd_verify)
 

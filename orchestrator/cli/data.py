@@ -19,7 +19,8 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
         "data", help="prepare datasets on the host (containers never download)",
         description="Datasets are fetched or imported once into the host cache, checked "
                     "against published checksums, and mounted read-only into runs.")
-    sub = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="COMMAND", required=True,
+                                help="list, fetch, import or verify")
     names = datasets.names()
     archives = sorted(datasets.ARCHIVES.values(), key=lambda a: a.name)
 

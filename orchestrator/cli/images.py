@@ -74,18 +74,19 @@ def cmd_sysinfo(args) -> int:
 
 def add_image_commands(sub) -> None:
     p = sub.add_parser("images", help="build the framework images")
-    isub = p.add_subparsers(dest="images_command", required=True)
+    isub = p.add_subparsers(dest="images_command", required=True, help="build or base")
     b = isub.add_parser("build", help="build (or reuse) framework images")
-    b.add_argument("frameworks", nargs="*")
-    b.add_argument("--flavour", default="cpu", choices=["cpu", "cuda"])
-    b.add_argument("--rebuild", action="store_true")
+    b.add_argument("frameworks", nargs="*", help="frameworks to build (default: every one)")
+    b.add_argument("--flavour", default="cpu", choices=["cpu", "cuda"], help="cpu (default) or cuda")
+    b.add_argument("--rebuild", action="store_true", help="build again even when the image is current")
     b.add_argument("--print", metavar="FRAMEWORK[/FLAVOUR]",
                    help="print the `docker build` command line that builds this image from the "
                         "repository root, with every build argument images.yaml gives it; "
                         "builds nothing")
     b.set_defaults(func=cmd_images_build)
     b = isub.add_parser("base", help="make a local Debian Python base image (no registry needed)")
-    b.add_argument("--tag", default="local/bookworm-python:3.11")
+    b.add_argument("--tag", default="local/bookworm-python:3.11",
+                   help="tag of the image made (default: local/bookworm-python:3.11)")
     b.set_defaults(func=cmd_images_base)
 
 

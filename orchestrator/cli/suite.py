@@ -4,20 +4,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.cli.common import SYNTHETIC_ONLY_HELP, add_backend_options, say
+from orchestrator.cli.common import ALLOW_LARGE_HELP, SYNTHETIC_ONLY_HELP, add_backend_options, say, warn
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import results_root
 
 
 def cmd_plan(args) -> int:
+    """The plan for this host by default, as `run` would check it: every backend runs here
+    today, so a plan that passes must not fail on `run`. --other-host turns what this host
+    lacks (cpus, cpuset) into warning lines, for a suite meant for another machine."""
+    from orchestrator.plan.rules import Target
     from orchestrator.plan.suite import format_plan, load_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, target=Target.this_host(runs_here=not args.other_host),
+                       allow_large=args.allow_large)
     if args.synthetic_only:
         suite = suite.synthetic_only()
-    print(format_plan(suite))
+    for line in suite.warnings:
+        warn(line)
+    say(format_plan(suite))
     if args.json:
-        print(json.dumps([run.to_dict() for run in suite.runs], indent=2))
+        say(json.dumps([run.to_dict() for run in suite.runs], indent=2))
     return 0
 
 
@@ -38,9 +45,11 @@ def cmd_run(args) -> int:
                                f"{planned_backend} backend; resume it with that one")
         backend = select_backend(planned_backend, say=say)
     else:
-        suite = load_suite(args.suite)
+        suite = load_suite(args.suite, allow_large=args.allow_large)
         if args.synthetic_only:
             suite = suite.synthetic_only()
+        for line in suite.warnings:
+            warn(line)
         backend = select_backend(args.backend, say=say)
     if args.no_build:
         use_existing_environments(backend)
@@ -70,6 +79,8 @@ def cmd_check(args) -> int:
     else:
         suite = equivalence.build_check_suite(equivalence.select_rows(args.only), args.device,
                                               equivalence.select_workloads(args.workload))
+        for line in suite.warnings:
+            warn(line)
         backend = select_backend(args.backend, say=say)
         if args.no_build:
             use_existing_environments(backend)
@@ -83,17 +94,22 @@ def cmd_check(args) -> int:
 
 def add_suite_commands(sub) -> None:
     p = sub.add_parser("plan", help="print the runs a suite expands to, without running anything")
-    p.add_argument("suite")
+    p.add_argument("suite", help="the suite file (YAML), e.g. suites/quick.yaml")
     p.add_argument("--json", action="store_true", help="also print the run specs as JSON")
     p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
+    p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
+    p.add_argument("--other-host", action="store_true",
+                   help="the suite will run on another machine: CPU limits (cpus, cpuset) beyond "
+                        "this host are a warning, not an error")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a suite and write results/<timestamp>-<suite>/")
-    p.add_argument("suite", nargs="?")
+    p.add_argument("suite", nargs="?", help="the suite file (YAML); or --resume RESULTS_DIR")
     p.add_argument("--resume", metavar="RESULTS_DIR",
                    help="finish a suite that stopped early: re-run what did not end ok")
     add_backend_options(p)
     p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
+    p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="equivalence check: every framework/API builds the same "
@@ -104,7 +120,8 @@ def add_suite_commands(sub) -> None:
                    help="check this workload only (repeatable; default: every workload: "
                         "mnist_cnn on Fashion-MNIST, the CIFAR CNNs and the IMDB LSTM on "
                         "synthetic data of their datasets' shapes)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="cpu (default) or gpu: the images' cuda flavour")
     add_backend_options(p)
     p.add_argument("--judge", metavar="RESULTS_DIR",
                    help="judge an earlier check's results again instead of running")

@@ -7,7 +7,8 @@ files (``/data``, read-only). Two kinds of dataset, one module each:
 * archives.py  - CIFAR-10/100 and IMDB, published as one archive each and converted
                  once to .npy arrays;
 
-and common.py for what both share (the cache, downloads, results, one-line messages).
+and common.py for what both share (the cache, downloads, results, one-line messages);
+provenance.py, above this face, checks the files a run opens and records them.
 This package is their public face: get, locate, require, status, verify_dir, fetch and
 import_dir take any dataset name and send it to its kind, so callers never tell the
 kinds apart. It imports the kinds; they import only common.py, never this module.

@@ -474,6 +474,7 @@ class ArrayCheck:
     ok: bool = False
     method: str = ""
     problem: str = ""
+    sha256: str = ""               # of the file, when it was hashed
 
 
 @dataclass
@@ -499,34 +500,56 @@ def _sha256(path: Path) -> str:
         return _hash_open_file(fh)[1]
 
 
+def verify_manifest(name: str, directory: Path) -> tuple[ArrayCheck, dict | None]:
+    """The manifest's check (current source and settings) and the manifest itself."""
+    ds = get(name)
+    manifest = read_manifest(directory)
+    path = directory / MANIFEST
+    problem = _manifest_problem(ds, manifest) if path.is_file() else None
+    check = ArrayCheck(MANIFEST, path if path.is_file() else None, ok=problem == "",
+                       method="current source and settings", problem=problem or "")
+    return check, manifest
+
+
+def recorded_sha256(manifest: dict | None, filename: str) -> str | None:
+    """The SHA-256 the manifest records for one array."""
+    recorded = manifest.get("files") if manifest else None
+    entry = recorded.get(filename) if isinstance(recorded, dict) else None
+    return entry.get("sha256") if isinstance(entry, dict) else None
+
+
+def verify_array(name: str, directory: Path, filename: str, manifest: dict | None) -> ArrayCheck:
+    """One array: the shape and dtype workloads.data expects, and the SHA-256 the
+    manifest records for it."""
+    ds = get(name)
+    path = directory / filename
+    check = ArrayCheck(filename, path if path.is_file() else None, method="SHA-256 in manifest.json")
+    if check.path is None:
+        return check
+    want = recorded_sha256(manifest, filename)
+    check.problem = _array_problem(ds, path)
+    if not check.problem:
+        if not want:
+            check.problem = "not listed in manifest.json, cannot be verified"
+        elif (got := _sha256(path)) != want:
+            check.problem = f"checksum mismatch: SHA-256 {got}, manifest.json says {want}"
+        else:
+            check.sha256 = got
+    check.ok = not check.problem
+    return check
+
+
 def verify_dir(name: str, directory: Path | str) -> ConvertedCheck:
     """Full check: the manifest is current, and every array has the shape, dtype and
     SHA-256 it records. Missing files are reported, not raised."""
     ds = get(name)
     directory = Path(directory)
     result = ConvertedCheck(ds.name, directory)
-    manifest = read_manifest(directory)
-    path = directory / MANIFEST
-    problem = _manifest_problem(ds, manifest) if path.is_file() else None
-    result.files.append(ArrayCheck(MANIFEST, path if path.is_file() else None, ok=problem == "",
-                                   method="current source and settings", problem=problem or ""))
-    recorded = manifest.get("files") if manifest else None
-    recorded = recorded if isinstance(recorded, dict) else {}
+    manifest_check, manifest = verify_manifest(name, directory)
+    result.files.append(manifest_check)
     for split in ds.splits:
         for filename in npy_names(split):
-            path = directory / filename
-            check = ArrayCheck(filename, path if path.is_file() else None, method="SHA-256 in manifest.json")
-            if check.path is not None:
-                entry = recorded.get(filename)
-                want = entry.get("sha256") if isinstance(entry, dict) else None
-                check.problem = _array_problem(ds, path)
-                if not check.problem:
-                    if not want:
-                        check.problem = "not listed in manifest.json, cannot be verified"
-                    elif (got := _sha256(path)) != want:
-                        check.problem = f"checksum mismatch: SHA-256 {got}, manifest.json says {want}"
-                check.ok = not check.problem
-            result.files.append(check)
+            result.files.append(verify_array(name, directory, filename, manifest))
     return result
 
 

@@ -1,9 +1,10 @@
 """Runs a planned suite on a backend and fills a fresh results directory.
 
-Checks that can fail fast (datasets, GPU access, free space) run before anything is
-created; each run's outcome is written as soon as it ends, so an interruption (Ctrl-C,
-SIGTERM, a lost engine, a full disk) keeps them, and `dlbench run --resume` (resume.py)
-finishes the rest.
+Checks that can fail fast (datasets and their checksums, GPU access, free space) run
+before anything is created; the directory is locked against a second writer from its
+creation on (orchestrator.results.lock); each run's outcome is written as soon as it ends,
+so an interruption (Ctrl-C, SIGTERM, a lost engine, a full disk) keeps them, and
+`dlbench run --resume` (resume.py) finishes the rest.
 """
 from __future__ import annotations
 
@@ -16,24 +17,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 from contract.jsonio import write_json_atomic
-from orchestrator import datasets, report
+from orchestrator import report
 from orchestrator.analysis.summary import summarize
+from orchestrator.datasets import provenance
 from orchestrator.errors import DlbenchError
 from orchestrator.execution import monitor
 from orchestrator.execution.backends.base import Backend, Execution
 from orchestrator.plan.suite import PlannedRun, Suite
-from orchestrator.results import bundle
-from orchestrator.results.directory import ResultsDir, classify, now_iso, read_metrics, schema_error
+from orchestrator.results import bundle, lock, nofollow
+from orchestrator.results.directory import ResultsDir, RunDir, classify, now_iso, read_metrics, schema_error
 
 
-def required_datasets(suite: Suite) -> dict[str, str]:
-    """Each dataset the suite uses -> its host directory (one-line error if missing)."""
+def required_datasets(suite: Suite) -> dict[str, provenance.Provenance]:
+    """Each dataset the suite uses -> its host directory and the files runs open there,
+    each checked against the registry's checksums (one-line error if missing or wrong)."""
     needed: dict[str, set[str]] = {}
     for run in suite.runs:
         if not run.synthetic:  # generated in the workload: nothing to prepare or mount
-            needed.setdefault(run.dataset, {"test"}).add(run.spec["dataset"]["train_split"])
-    return {name: str(datasets.require(name, splits=tuple(sorted(splits))))
+            needed.setdefault(run.dataset, set()).update(_splits(run))
+    return {name: provenance.require_verified(name, splits=tuple(sorted(splits)))
             for name, splits in needed.items()}
+
+
+def _splits(run: PlannedRun) -> set[str]:
+    """The splits a run reads: it always tests on `test`."""
+    return {"test", run.spec["dataset"]["train_split"]}
+
+
+def _data_record(run: PlannedRun, data: provenance.Provenance | None) -> dict | None:
+    """run.json's `data`: what the run trained and tested on, file by file."""
+    if run.synthetic:
+        return provenance.synthetic_record(run.dataset)
+    return data.record(_splits(run)) if data is not None else None
 
 
 def format_event(event: dict) -> str | None:
@@ -53,23 +68,33 @@ def format_event(event: dict) -> str | None:
 
 def run_suite(suite: Suite, backend: Backend, results_root: Path,
               say: Callable[[str], None] = print) -> ResultsDir:
-    data_dirs = required_datasets(suite)
+    data = required_datasets(suite)
     backend.preflight(suite)
     results = ResultsDir.create(results_root, suite.name)
-    say(f"Results: {results.path}")
-    results.write_text("suite.yaml", suite.text)
-    results.write_json("plan.json", {"suite": suite.name, "backend": backend.name,
-                                     "statistics": {"cv_threshold": suite.cv_threshold},
-                                     "runs": [run.to_dict() for run in suite.runs]})
-    results.write_json("system.json", backend.system_info())
-    execute_runs(suite, backend, results, data_dirs, say)
+    with lock.hold(results.path, say):  # from its creation to its seal: one writer
+        say(f"Results: {results.path}")
+        results.write_text("suite.yaml", suite.text)
+        results.write_json("plan.json", {"suite": suite.name, "backend": backend.name,
+                                         "statistics": {"cv_threshold": suite.cv_threshold},
+                                         "runs": [run.to_dict() for run in suite.runs]})
+        results.write_json("system.json", backend.system_info())
+        execute_runs(suite, backend, results, data, say)
     return results
 
 
-def execute_runs(suite: Suite, backend: Backend, results: ResultsDir, data_dirs: dict[str, str],
-                 say: Callable[[str], None], only: set[str] | None = None) -> None:
+def execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
+                 data: dict[str, provenance.Provenance], say: Callable[[str], None],
+                 only: set[str] | None = None) -> None:
     """Run the suite's runs (those in `only`, when given) into `results`, then render the
-    summary and report. Whatever stops it early leaves every finished run intact."""
+    summary and report. Whatever stops it early leaves every finished run intact.
+    `data`: required_datasets(suite)."""
+    with lock.hold(results.path, say):  # its callers hold it already; anyone else must too
+        _execute_runs(suite, backend, results, data, say, only)
+
+
+def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
+                  data: dict[str, provenance.Provenance], say: Callable[[str], None],
+                  only: set[str] | None) -> None:
     todo = [run for run in suite.runs if only is None or run.run_id in only]
     resume_hint = f"resume with: dlbench run --resume {results.path}"
     try:
@@ -79,8 +104,11 @@ def execute_runs(suite: Suite, backend: Backend, results: ResultsDir, data_dirs:
             for run in todo:
                 say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
                     f"{run.framework}/{run.api} on {run.spec['device']} ({backend.name})")
-                outcome = _run_one(run, backend, results, data_dirs.get(run.dataset),
-                                   environments[f"{run.framework}/{run.flavour}"], say)
+                mounted = data.get(run.dataset)
+                outcome = _run_one(run, backend, results,
+                                   str(mounted.directory) if mounted else None,
+                                   environments[f"{run.framework}/{run.flavour}"], say,
+                                   data_record=_data_record(run, mounted))
                 say(f"    -> {outcome}")
     except KeyboardInterrupt:
         backend.interrupt()
@@ -143,8 +171,9 @@ def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict
 
 
 def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_dir: str | None,
-             environment: dict, say) -> str:
-    """host_data_dir: None for a synthetic run (nothing to mount)."""
+             environment: dict, say, data_record: dict | None = None) -> str:
+    """host_data_dir: None for a synthetic run (nothing to mount); data_record: the
+    files it trains on, checked (run.json's `data`)."""
     run_dir = results.run_dir(run.run_id)
     spec = run.spec_for(None if run.synthetic or host_data_dir is None
                         else backend.dataset_path(run, host_data_dir))
@@ -157,6 +186,8 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
               "environment": {k: environment.get(k) for k in
                               ("kind", "tag", "id", "digest", "lock_sha256", "path")
                               if k in environment}}
+    if data_record is not None:
+        record["data"] = data_record
     started = time.monotonic()
 
     def finish(outcome: str, message: str | None, execution: Execution | None = None,
@@ -181,11 +212,16 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
     try:
         execution = backend.execute(run, run_dir, host_data_dir, environment, on_event)
     except KeyboardInterrupt:  # recorded, so the run is re-run by --resume
+        _refused_entries(run_dir)
         finish("error", "interrupted")
         raise
     except DlbenchError as exc:
+        _refused_entries(run_dir)
         finish("error", str(exc))
         raise
+    refused = _refused_entries(run_dir)  # before anything in it is read
+    if refused:
+        return finish("failed", refused, execution)
     metrics, metrics_problem = read_metrics(run_dir.file("metrics.json"))
     outcome: str
     message: str | None
@@ -196,6 +232,17 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
                                     oom_killed=execution.oom_killed,
                                     timed_out=execution.timed_out)
     return finish(outcome, message, execution, metrics_valid=metrics is not None)
+
+
+def _refused_entries(run_dir: RunDir) -> str | None:
+    """A run directory is collected only when the run left nothing but regular files and
+    directories there: each link (to a host file, or a directory passing for a run), FIFO,
+    socket or device is removed unread (never followed), and the message names it."""
+    removed = nofollow.remove_strange(run_dir.path, prefix=f"runs/{run_dir.run_id}")
+    if not removed:
+        return None
+    more = f" (and {len(removed) - 1} more)" if len(removed) > 1 else ""
+    return f"run directory not collected: {removed[0]}{more}; removed unread"
 
 
 def _finish(results: ResultsDir) -> None:

@@ -15,10 +15,12 @@ change; when it fits none, it becomes a combination of its own.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 from contract.registry import IMPLEMENTATIONS
 from orchestrator.errors import DlbenchError
+from orchestrator.plan.rules import check_run_count
 
 # Axis name -> short label used in run ids ("bs512", "t4"); None: the value alone.
 AXES = {
@@ -40,8 +42,10 @@ class Expansion:
 
 def expand(matrix: dict, where: str) -> Expansion:
     axes = {k: v for k, v in matrix.items() if k not in ("include", "exclude")}
+    product_size = math.prod(len(v) for v in axes.values()) if axes else 0
+    # before anything is built: a hostile matrix of 10^12 combinations must not fill the memory
+    check_run_count(product_size, where, allow_large=True, unit="combinations before exclude")
     combos = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else []
-    product_size = len(combos)
 
     for i, entry in enumerate(matrix.get("exclude") or []):
         for key in entry:
@@ -64,6 +68,10 @@ def expand(matrix: dict, where: str) -> Expansion:
             combos.append(dict(entry))
             added += 1
 
+    if not combos:
+        why = "every one is excluded" if product_size else "it has no axes"
+        raise DlbenchError(f"{where}: expands to no combination ({why}, and no include adds "
+                           "one); check its axes, exclude and include")
     settings = [_settings(c, f"{where}") for c in combos]
     labels = _labels(combos, [*axes, *AXES])
     description = (f"matrix: {' × '.join(f'{k} ({len(v)})' for k, v in axes.items()) or 'no axes'}"

@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from contract.datasets import DATASETS, model_fits
 from contract.models import MODELS
 from contract.registry import IMPLEMENTATIONS
+from contract.schemas import load_schema
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR
 from orchestrator.plan import matrix as matrix_mod
+from orchestrator.plan import rules
+from orchestrator.plan.rules import Target
+from orchestrator.plan.yamlfile import field_path, json_value_problem, read_suite_file
 
 SPEC_SCHEMA_VERSION = 1
+# A suite's name names its results directory (<timestamp>-<name>): one safe path component.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_CV_THRESHOLD = 0.10   # a suite's `cv_threshold` unless it says otherwise (pyperf warns above 10 %)
 
 # What a run gets when neither the run nor the suite's defaults say otherwise.
@@ -85,6 +91,7 @@ class Suite:
     runs: list[PlannedRun]
     cv_threshold: float = DEFAULT_CV_THRESHOLD   # warn above this repeat-to-repeat CV
     matrix_description: str | None = None
+    warnings: list[str] = field(default_factory=list)  # lines to show before anything runs
 
     @property
     def devices(self) -> set[str]:
@@ -99,7 +106,18 @@ class Suite:
                                "synthetic data (give it `synthetic: true` or a `synthetic: "
                                "[false, true]` matrix axis)")
         return Suite(self.name, self.description, self.path, self.text, runs,
-                     self.cv_threshold, self.matrix_description)
+                     self.cv_threshold, self.matrix_description, self.warnings)
+
+
+def _is_integer(checker, instance) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# JSON Schema counts 2.0 as an integer; Python's range() and every framework do not, so
+# `repeats: 2.0` or `batch_size: 64.0` would pass the plan and fail (or crash it) later.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
 def _schema() -> dict:
@@ -107,22 +125,15 @@ def _schema() -> dict:
         return json.load(fh)
 
 
-def _field_path(parts) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _explain(error: jsonschema.ValidationError, schema: dict) -> str:
     """A schema error as one line naming the field, with 'did you mean' for typos."""
-    where = _field_path(error.absolute_path)
+    where = field_path(error.absolute_path)
     if error.validator == "additionalProperties":
         node = error.schema if isinstance(error.schema, dict) else {}
         allowed = sorted(node.get("properties", {}))
         extras = [k for k in error.instance if k not in allowed]  # type: ignore[union-attr]  # the object validated
         key = extras[0] if extras else "?"
-        where = _field_path([*error.absolute_path, key])
+        where = field_path([*error.absolute_path, key])
         close = difflib.get_close_matches(str(key), allowed, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
         return f"{where}: unknown key ({hint})"
@@ -163,48 +174,77 @@ def _check_names(settings: dict, where: str) -> None:
         raise DlbenchError(f"{where}.dataset: {unfit}")
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, *, target: Target | None = None,
+               allow_large: bool = False) -> Suite:
+    """Read, validate and expand a suite file; every problem is a one-line DlbenchError
+    naming the file and field. `target`: the machine the runs are for (default: this
+    host, where a resource it lacks is an error); `allow_large`: plan more than
+    rules.MAX_RUNS runs (`--allow-large`)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DlbenchError(f"{path}: cannot read suite file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DlbenchError(f"{path}: malformed YAML, {where}{problem}") from None
+    text, data = read_suite_file(path)
     if not isinstance(data, dict):
         raise DlbenchError(f"{path}: a suite must be a mapping with 'name' and 'runs'")
+    problem = json_value_problem(data)
+    if problem:
+        raise DlbenchError(f"{path}: {problem}")
+    if isinstance(data.get("name"), str) and not NAME_RE.fullmatch(data["name"]):
+        raise DlbenchError(f"{path}: name: {data['name']!r} is not one safe file name: up to 64 "
+                           "letters, digits, '_', '.' and '-', starting with a letter or digit")
     schema = _schema()
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data),
+    errors = sorted(_Validator(schema).iter_errors(data),
                     key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
     if errors:
         raise DlbenchError(f"{path}: {_explain(errors[0], schema)}")
     if "runs" not in data and "matrix" not in data:
         raise DlbenchError(f"{path}: a suite needs 'runs', a 'matrix', or both")
-    expansion = matrix_mod.expand(data["matrix"], f"{path}: matrix") if "matrix" in data else None
+    expansion = None
+    if "matrix" in data:
+        expansion = matrix_mod.expand(data["matrix"], f"{path}: matrix")
+    runs, warnings = _expand(data, path, expansion, target or Target.this_host(), allow_large)
     return Suite(name=data["name"], description=data.get("description", ""), path=path,
-                 text=text, runs=_expand(data, path, expansion),
+                 text=text, runs=runs,
                  cv_threshold=data.get("statistics", {}).get("cv_threshold",
                                                              DEFAULT_CV_THRESHOLD),
-                 matrix_description=expansion.description if expansion else None)
+                 matrix_description=expansion.description if expansion else None,
+                 warnings=warnings)
 
 
-def _expand(data: dict, path: Path, expansion: matrix_mod.Expansion | None) -> list[PlannedRun]:
-    """Explicit `runs` first, then the matrix's combinations; `repeats` multiplies each."""
-    defaults = _merge(BUILTIN_DEFAULTS, data.get("defaults", {}))
+def _namer(path: Path, where: str, entry: dict, defaults: dict):
+    """name(*field) -> where the user gave that field: the run entry (or matrix combination),
+    else the suite's defaults, else the entry (a built-in default)."""
+    def given(node, parts) -> bool:
+        for part in parts:
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    def name(*parts) -> str:
+        if not given(entry, parts[:1]) and given(defaults, parts[:1]):
+            return f"{path}: {field_path(['defaults', *parts])}"
+        return f"{where}.{field_path(parts)}"
+    return name
+
+
+def _expand(data: dict, path: Path, expansion: matrix_mod.Expansion | None, target: Target,
+            allow_large: bool) -> tuple[list[PlannedRun], list[str]]:
+    """(runs, warning lines): explicit `runs` first, then the matrix's combinations;
+    `repeats` multiplies each."""
+    given_defaults = data.get("defaults", {})
+    defaults = _merge(BUILTIN_DEFAULTS, given_defaults)
     entries = [(run, f"{path}: runs[{i}]", "") for i, run in enumerate(data.get("runs", []))]
     if expansion:
         entries += [(combo, f"{path}: matrix combination "
                             f"({', '.join(f'{k}={v}' for k, v in point.items())})", label)
                     for combo, point, label in zip(expansion.combinations, expansion.points,
                                                    expansion.labels)]
-    planned: list[PlannedRun] = []
-    seen: set[str] = set()
-    for index, (run, where, label) in enumerate(entries, start=1):
+    # counted before each run is checked: a huge suite is refused before any work on it
+    rules.check_run_count(sum(run.get("repeats", defaults["repeats"]) for run, _, _ in entries),
+                          str(path), allow_large)
+    checked: list[tuple[dict, str, str]] = []
+    warnings: list[str] = []
+    images: dict | None = None
+    for run, where, label in entries:
         settings = _merge(defaults, run)
         if "framework" in settings and "api" not in settings and \
                 settings["framework"] not in {f for f, _ in IMPLEMENTATIONS}:
@@ -214,6 +254,37 @@ def _expand(data: dict, path: Path, expansion: matrix_mod.Expansion | None) -> l
             raise DlbenchError(f"{where}: no {' or '.join(missing)} (give it in the matrix, "
                                "the entry or defaults, e.g. framework: pytorch/eager)")
         _check_names(settings, where)
+        if settings["device"] == "gpu" and images is None:
+            from orchestrator.images import load_images  # only a GPU suite needs images.yaml
+
+            images = load_images(check_locks=False)
+        warnings += _check_run(settings, _namer(path, where, run, given_defaults), target,
+                               images or {})
+        checked.append((settings, where, label))
+    return _planned_runs(checked, path), list(dict.fromkeys(warnings))
+
+
+def _check_run(settings: dict, name, target: Target, images: dict) -> list[str]:
+    """What the run itself would reject (orchestrator.plan.rules), as errors; warning lines."""
+    rules.check_options(settings, name)
+    rules.check_device(settings, name, images)
+    return [*rules.check_data_sizes(settings, name), *rules.check_resources(settings, name, target)]
+
+
+def _planned_runs(checked: list[tuple[dict, str, str]], path: Path) -> list[PlannedRun]:
+    """One PlannedRun per repeat of each checked entry; an entry identical to an earlier one
+    (all a run is, less its id and repeat) is an error: that is what `repeats` is for."""
+    planned: list[PlannedRun] = []
+    seen: set[str] = set()
+    experiments: dict[str, str] = {}      # the run's settings as JSON -> where they were first
+    spec_validator = jsonschema.Draft202012Validator(load_schema("spec"))
+    for index, (settings, where, label) in enumerate(checked, start=1):
+        experiment = json.dumps([_spec("", settings, 0), settings["resources"], settings["timeout"],
+                                 settings["monitor_interval"]], sort_keys=True)
+        if experiment in experiments:
+            raise DlbenchError(f"{where}: the same run as {experiments[experiment]} (identical "
+                               "settings); use repeats: N to run one more than once")
+        experiments[experiment] = where.removeprefix(f"{path}: ")
         for repeat in range(settings["repeats"]):
             run_id = f"{index:02d}-{settings['framework']}-{settings['api']}"
             if label:
@@ -223,11 +294,17 @@ def _expand(data: dict, path: Path, expansion: matrix_mod.Expansion | None) -> l
             if run_id in seen:  # defensive: ids name directories and containers
                 raise DlbenchError(f"{where}: duplicate run id {run_id}")
             seen.add(run_id)
+            spec = _spec(run_id, settings, repeat)
+            if repeat == settings["repeats"] - 1:  # the longest id: the workload checks it so
+                error = next(iter(spec_validator.iter_errors(spec)), None)
+                if error is not None:
+                    raise DlbenchError(f"{where}: the run spec would not validate: "
+                                       f"{field_path(error.absolute_path)}: {error.message}")
             planned.append(PlannedRun(
                 run_id=run_id, framework=settings["framework"], api=settings["api"],
                 flavour="cuda" if settings["device"] == "gpu" else "cpu",
                 dataset=settings["dataset"], timeout=float(settings["timeout"]),
-                resources=settings["resources"], spec=_spec(run_id, settings, repeat),
+                resources=settings["resources"], spec=spec,
                 monitor_interval=float(settings["monitor_interval"])))
     return planned
 

@@ -17,6 +17,7 @@ from orchestrator.analysis.groups import is_ok, ok_groups
 from orchestrator.analysis.summary import analyse
 from orchestrator.fileio import read_json_or_none
 from orchestrator.report import charts
+from orchestrator.results import nofollow
 from orchestrator.results.directory import load_runs
 from orchestrator.results.metrics import best_metrics, column_metrics, statistics_metrics
 
@@ -44,7 +45,10 @@ def _read_monitor(path: Path) -> list[dict]:
 
 
 def load(results: Path) -> dict:
+    """The report's context, from the results directory alone; a directory holding a link,
+    FIFO or device anywhere is refused in one line (nothing is followed or read)."""
     results = Path(results)
+    nofollow.refuse_strange(results)
     plan = read_json_or_none(results / "plan.json") or {}
     runs = load_runs(results)
     for row in runs:

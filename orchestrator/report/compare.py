@@ -92,6 +92,8 @@ def compare_contexts(a: dict, b: dict, name_a: str, name_b: str) -> Comparison:
 
 def compare(path_a: Path, path_b: Path) -> Comparison:
     with bundle.opened(path_a) as a, bundle.opened(path_b) as b:
+        bundle.require_documents(a, path_a)
+        bundle.require_documents(b, path_b)
         return compare_contexts(report.load(a), report.load(b),
                                 bundle.bundle_name(Path(path_a)), bundle.bundle_name(Path(path_b)))
 

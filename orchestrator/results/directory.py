@@ -18,8 +18,8 @@ import jsonschema
 
 from contract.jsonio import write_json_atomic
 from orchestrator.errors import DlbenchError
-from orchestrator.fileio import read_json_or_none
 from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR, SCHEMA_DIR
+from orchestrator.results import nofollow
 
 RUN_SCHEMA_VERSION = 1
 OUTCOMES = ("ok", "failed", "oom", "killed", "timeout", "error")
@@ -186,14 +186,43 @@ def check_free_space(path: Path, minimum: int = MIN_FREE_BYTES) -> None:
 
 
 def load_runs(results: Path) -> list[dict]:
-    """Every run of a results directory: its spec, run record and metrics (when valid)."""
-    runs_dir = Path(results) / "runs"
+    """Every run of a results directory: its spec, run record and metrics (when valid).
+    A run directory, or a file of one, that is a link, FIFO or device is refused in one
+    line: never followed, never read (orchestrator.results.nofollow)."""
+    results = Path(results)
+    runs_dir = results / "runs"
+    if runs_dir.is_symlink():
+        raise DlbenchError(nofollow.strange(str(runs_dir), runs_dir.lstat().st_mode))
     if not runs_dir.is_dir():
         raise DlbenchError(f"{results}: not a dlbench results directory (no runs/ inside)")
+    with os.scandir(runs_dir) as entries:
+        listed = sorted(entries, key=lambda e: e.name)
     rows = []
-    for run_path in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        row = {"run_id": run_path.name, "spec": read_json_or_none(run_path / "spec.json"),
-               "record": read_json_or_none(run_path / "run.json")}
-        row["metrics"], row["metrics_problem"] = read_metrics(run_path / "metrics.json")
-        rows.append(row)
+    for entry in listed:
+        if entry.is_dir(follow_symlinks=False):
+            rows.append(_load_run(results, entry.name))
+        elif not entry.is_file(follow_symlinks=False):  # a link to a directory passes for a run
+            raise DlbenchError(nofollow.strange(f"{runs_dir}/{entry.name}",
+                                                entry.stat(follow_symlinks=False).st_mode))
     return rows
+
+
+def _load_run(results: Path, run_id: str) -> dict:
+    rel = f"runs/{run_id}"
+    try:
+        row = {"run_id": run_id, "spec": nofollow.read_json_or_none(results, f"{rel}/spec.json"),
+               "record": nofollow.read_json_or_none(results, f"{rel}/run.json")}
+        try:
+            metrics = json.loads(nofollow.read_bytes(results, f"{rel}/metrics.json").decode("utf-8"))
+        except FileNotFoundError:
+            row["metrics"], row["metrics_problem"] = None, "the workload wrote no metrics.json"
+            return row
+        except ValueError as exc:  # not UTF-8, not JSON
+            row["metrics"], row["metrics_problem"] = None, f"metrics.json is not valid JSON ({exc})"
+            return row
+    except nofollow.RefusedEntry as exc:
+        raise DlbenchError(f"{results}/{exc}") from None
+    problem = schema_error("metrics", metrics)
+    row["metrics"], row["metrics_problem"] = (None, f"metrics.json does not match the schema: {problem}") \
+        if problem else (metrics, None)
+    return row

@@ -51,7 +51,8 @@ def env(base_image, datasets, tmp_path):
 
 
 def suite_file(tmp_path: Path, *runs: str, name="faults") -> Path:
-    lines = "\n".join(f"  - {{framework: pytorch, api: eager{', ' + r if r else ''}}}" for r in runs)
+    lines = "\n".join(f"  - {{framework: pytorch, api: eager, seed: {seed}{', ' + r if r else ''}}}"
+                      for seed, r in enumerate(runs))  # a seed each: identical runs are refused
     return write_suite(tmp_path, f"name: {name}\ndefaults: {{{TINY}, resources: {{cpus: 1, memory: 2g}}}}\n"
                                  f"runs:\n{lines}\n")
 

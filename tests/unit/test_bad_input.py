@@ -31,7 +31,12 @@ def assert_one_line_error(proc, *expected: str) -> str:
     (RUN % ", workload: resnet50", "runs[0].workload: unknown workload 'resnet50'"),
     (RUN % ", batch_size: 0", "runs[0].batch_size: 0 is less than the minimum of 1"),
     (RUN % ", epochs: 0", "runs[0].epochs: 0 is less than the minimum of 1"),
-])
+    (RUN % ", options: {compil: true}", "runs[0].options.compil: pytorch/eager has no option 'compil'"),
+    (RUN % ", seed: 4294967296", "runs[0].seed: 4294967296 is greater than the maximum of 4294967295"),
+    (RUN % ", learning_rate: .nan", "runs[0].learning_rate: nan is not a finite number"),
+    ("name: t\nruns:\n  - {framework: pytorch, api: eager}\n  - {framework: pytorch, api: eager}\n",
+     "runs[1]: the same run as runs[0]"),
+])  # every other kind, for `plan` and `run`: test_hostile_input.py
 def test_bad_suite_file(tmp_path, text, expected):
     suite = write_suite(tmp_path, text)
     results = tmp_path / "results"
@@ -114,8 +119,8 @@ def test_resume_reruns_only_runs_without_a_result(tmp_path):
     from orchestrator.results.directory import ResultsDir
 
     suite_file = tmp_path / "s.yaml"
-    suite_file.write_text("name: s\nruns:\n" + "".join(
-        "  - {framework: pytorch, api: eager}\n" for _ in range(7)))
+    suite_file.write_text("name: s\nruns:\n" + "".join(  # a seed each: identical runs are refused
+        f"  - {{framework: pytorch, api: eager, seed: {seed}}}\n" for seed in range(7)))
     suite = load_suite(suite_file)
     results = ResultsDir.create(tmp_path / "results", "s")
     outcomes = ["ok", "failed", "oom", "killed", "timeout", "error", None]
@@ -125,3 +130,36 @@ def test_resume_reruns_only_runs_without_a_result(tmp_path):
             run_dir.write_record({"run_id": run.run_id, "outcome": outcome, "backend": "docker",
                                   "started_at": "t", "finished_at": "t", "wall_s": 0.0})
     assert pending_runs(results, suite) == [suite.runs[5].run_id, suite.runs[6].run_id]
+
+
+def test_every_argument_and_command_has_help_text():
+    """`dlbench ... --help` explains everything it lists: no action without a help line."""
+    import argparse
+
+    from orchestrator.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                if not action.help:
+                    missing.append(f"{path}: the {action.dest} subcommands")
+                helps = {choice.dest: choice.help for choice in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name):
+                        missing.append(f"{path} {name}")
+                    walk(sub, f"{path} {name}")
+            elif not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "dlbench")
+    assert not missing, missing
+
+
+def test_version_comes_from_the_package_metadata():
+    from orchestrator.images.context import dlbench_version
+
+    proc = dlbench("--version")
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout == f"dlbench {dlbench_version()}\n" and dlbench_version()[0].isdigit()

@@ -94,8 +94,10 @@ def test_generated_check_suite_is_a_valid_suite(tmp_path):
     path = tmp_path / "check.yaml"
     path.write_text(suite.text)
     assert [r.spec for r in load_suite(path).runs] == [r.spec for r in suite.runs]
-    gpu = equivalence.build_check_suite(rows[:1], device="gpu")
-    assert gpu.runs[0].flavour == "cuda"
+    gpu = equivalence.build_check_suite([("pytorch", "eager"), ("chainer", "eager")], device="gpu")
+    assert [r.flavour for r in gpu.runs] == ["cuda"]  # chainer has no cuda image: left out, said
+    assert gpu.warnings == ["check --device gpu: chainer/eager left out: no cuda image "
+                            "(docker/images.yaml says why)"]
 
 
 def test_judge_results_reads_a_results_directory(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import REPO_ROOT
+from orchestrator.plan import matrix as matrix_mod
 from orchestrator.plan.suite import format_plan, load_suite
 from orchestrator.results.directory import schema_error
 
@@ -126,3 +127,43 @@ def test_cli_bad_matrix_key_is_one_line_no_traceback(tmp_path):
 def test_plan_table_of_a_plain_suite_has_no_matrix_line():
     suite = load_suite(REPO_ROOT / "suites" / "quick.yaml")
     assert "matrix:" not in format_plan(suite)
+
+
+@pytest.mark.parametrize("matrix, message", [
+    ("{framework: [pytorch/eager], batch_size: [32, 64], exclude: [{batch_size: 32}, {batch_size: 64}]}",
+     "matrix: expands to no combination (every one is excluded, and no include adds one)"),
+    ("{exclude: []}", "matrix: expands to no combination (it has no axes, and no include adds one)"),
+    ("{framework: [pytorch/eager], learning_rate: [0.1, .inf]}",
+     "matrix.learning_rate[1]: inf is not a finite number"),
+    ("{framework: [pytorch/eager], batch_size: [32], include: [{batch_size: 32, options: {compil: true}}]}",
+     "matrix combination (framework=pytorch/eager, batch_size=32, options={'compil': True}).options.compil: "
+     "pytorch/eager has no option 'compil'"),
+])
+def test_matrix_that_expands_to_nothing_or_holds_what_a_run_rejects(tmp_path, matrix, message):
+    path = write(tmp_path, f"name: m\nmatrix: {matrix}\n")
+    with pytest.raises(DlbenchError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value), str(err.value)
+
+
+def test_a_large_matrix_needs_allow_large_and_a_huge_one_is_never_built(tmp_path, monkeypatch):
+    values = lambda n: "[" + ", ".join(str(i) for i in range(1, n + 1)) + "]"  # noqa: E731
+    path = write(tmp_path, f"name: m\nmatrix: {{framework: [pytorch/eager], batch_size: {values(40)}, "
+                           f"epochs: {values(30)}}}\n")   # 1,200 runs
+    with pytest.raises(DlbenchError, match=r"expands to 1,200 runs \(more than 1,000\); .* --allow-large"):
+        load_suite(path)
+    assert len(load_suite(path, allow_large=True).runs) == 1200
+    built = []
+    monkeypatch.setattr(matrix_mod.itertools, "product", lambda *a: built.append(a) or iter(()))
+    path = write(tmp_path, f"name: m\nmatrix: {{framework: [pytorch/eager], batch_size: {values(500)}, "
+                           f"epochs: {values(500)}, learning_rate: [0.1, 0.2, 0.3]}}\n")
+    with pytest.raises(DlbenchError, match="expands to 750,000 combinations before exclude, more than "
+                                           "dlbench runs from one suite"):
+        load_suite(path, allow_large=True)
+    assert built == []   # refused from the axes' lengths, before any combination was made
+
+
+def test_repeats_count_towards_the_bound(tmp_path):
+    path = write(tmp_path, "name: m\ndefaults: {repeats: 600}\nmatrix: {framework: [pytorch/eager, tensorflow/keras]}\n")
+    with pytest.raises(DlbenchError, match="expands to 1,200 runs"):
+        load_suite(path)

@@ -27,9 +27,10 @@ from tests.fake_backend import FakeBackend, registered, scripted, snapshot
 
 
 def write_suite(tmp_path: Path, runs: int = 3, extra: str = "", frameworks=("pytorch/eager",)) -> Path:
-    """A suite on synthetic data (no dataset files): `runs` runs of each framework/API."""
-    lines = "".join(f"  - {{framework: {fw.split('/')[0]}, api: {fw.split('/')[1]}}}\n"
-                    for fw in frameworks for _ in range(runs))
+    """A suite on synthetic data (no dataset files): `runs` runs of each framework/API, each
+    its own seed (identical runs are refused: they would be repeats)."""
+    lines = "".join(f"  - {{framework: {fw.split('/')[0]}, api: {fw.split('/')[1]}, seed: {seed}}}\n"
+                    for seed, fw in enumerate(fw for fw in frameworks for _ in range(runs)))
     path = tmp_path / "suite.yaml"
     path.write_text(textwrap.dedent(f"""\
         name: fake

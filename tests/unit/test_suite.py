@@ -1,12 +1,17 @@
 """Suite files: expansion into runs, and one-line errors for every kind of bad input."""
+import ast
 import subprocess
 import sys
 import textwrap
 
+import jsonschema
 import pytest
 
+from contract.registry import IMPLEMENTATIONS, OPTIONS
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import REPO_ROOT
+from orchestrator.plan import rules
+from orchestrator.plan.rules import Target
 from orchestrator.plan.suite import format_plan, load_suite
 from orchestrator.results.directory import schema_error
 
@@ -111,3 +116,108 @@ def test_cli_output_into_a_closed_pipe_is_quiet():
     reader.stdin.close()
     reader.wait()
     assert proc.stderr == "" and proc.returncode == 141
+
+
+# ------------------------------------------------------------------ framework options are data
+
+def _options_read(tree) -> set[str]:
+    """Option names a framework file reads: X["options"].get("k"), X["options"]["k"], "k" in X["options"]."""
+    def is_options(node) -> bool:
+        return isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and \
+            node.slice.value == "options"
+
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr == "get" and is_options(node.func.value):
+            assert isinstance(node.args[0], ast.Constant), ast.unparse(node)  # a name, not computed
+            found.add(node.args[0].value)
+        elif isinstance(node, ast.Subscript) and is_options(node.value):
+            assert isinstance(node.slice, ast.Constant), ast.unparse(node)
+            found.add(node.slice.value)
+        elif isinstance(node, ast.Compare) and len(node.comparators) == 1 and \
+                isinstance(node.ops[0], ast.In) and is_options(node.comparators[0]):
+            found.add(node.left.value)
+    return found
+
+
+def _workload_modules(module: str) -> set[str]:
+    """The module and every workloads module it imports (relatively), transitively."""
+    seen, todo = set(), [module.rsplit(".", 1)[-1]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((REPO_ROOT / "workloads" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo += [node.module] if node.module else [a.name for a in node.names]
+    return seen
+
+
+def test_every_option_a_framework_file_reads_is_declared_and_every_declared_one_is_read():
+    """contract.registry.OPTIONS is what the plan accepts: read from the framework files'
+    source (the file and the workloads modules it imports), both ways."""
+    assert set(OPTIONS) == set(IMPLEMENTATIONS)
+    for pair, module in IMPLEMENTATIONS.items():
+        read = set()
+        for name in _workload_modules(module):
+            read |= _options_read(ast.parse((REPO_ROOT / "workloads" / f"{name}.py").read_text()))
+        assert read == set(OPTIONS[pair]), (pair, module, read)
+        for option, schema in OPTIONS[pair].items():
+            jsonschema.Draft202012Validator.check_schema(schema)
+            assert schema.get("description"), (pair, option)
+
+
+def test_known_options_pass_and_their_values_are_checked(tmp_path):
+    suite = load_suite(write(tmp_path, """
+        name: t
+        runs:
+          - {framework: pytorch, api: eager, options: {compile: true}}
+          - {framework: tensorflow, api: keras, options: {jit_compile: auto}}
+          - {framework: mxnet, api: gluon, options: {hybridize: false}}
+    """))
+    assert [r.spec["options"] for r in suite.runs] == [{"compile": True}, {"jit_compile": "auto"},
+                                                       {"hybridize": False}]
+    with pytest.raises(DlbenchError, match=r"runs\[0\]\.options\.jit_compile: 'yes' is not one of"):
+        load_suite(write(tmp_path, "name: t\nruns: [{framework: tensorflow, api: keras, "
+                                   "options: {jit_compile: 'yes'}}]\n"))
+
+
+# ------------------------------------------------------------------ resources against the machine
+
+@pytest.mark.parametrize("resources, here, elsewhere", [
+    ("{cpus: 4}", "runs[0].resources.cpus: 4 CPUs is more than the 2 this host can give a run", True),
+    ("{cpuset: '0,3'}", "runs[0].resources.cpuset: CPU 3 is not one this host can give a run (it has 0-1)", True),
+    ("{cpuset: '0-70000'}", "runs[0].resources.cpuset: CPU 70000 is beyond any machine's CPUs", False),
+    ("{cpus: 2, cpuset: '1'}", "runs[0].resources.cpus: 2 CPUs on a cpuset of 1 (1) limits nothing", False),
+])
+def test_resources_are_checked_against_the_target(tmp_path, resources, here, elsewhere):
+    """A two-CPU target: what it lacks is an error when the plan runs there, a warning when
+    not; what no machine takes is an error either way."""
+    path = write(tmp_path, f"name: t\nruns: [{{framework: pytorch, api: eager, resources: {resources}}}]\n")
+    two = frozenset({0, 1})
+    with pytest.raises(DlbenchError) as err:
+        load_suite(path, target=Target(two))
+    assert str(err.value).startswith(f"{path}: {here}"), str(err.value)
+    if elsewhere:
+        suite = load_suite(path, target=Target(two, runs_here=False))
+        assert suite.warnings == [f"{path}: {here} (fine if the suite runs on a machine that has them)"]
+    else:
+        with pytest.raises(DlbenchError):
+            load_suite(path, target=Target(two, runs_here=False))
+
+
+@pytest.mark.parametrize("text, ids", [("0", [0]), ("0-3,6", [0, 1, 2, 3, 6]), ("3,1-2,1", [1, 2, 3])])
+def test_cpuset_parsing(text, ids):
+    assert rules.parse_cpuset(text) == ids
+    assert rules.parse_cpuset(rules.format_cpuset(ids)) == ids
+
+
+@pytest.mark.parametrize("text, size", [("6m", 6 * 2**20), ("8g", 8 * 2**30), ("1.5G", 3 * 2**29),
+                                        ("512", 512), ("2k", 2048)])
+def test_memory_sizes_are_read_as_docker_reads_them(text, size):
+    from docker.utils import parse_bytes
+
+    assert rules.memory_bytes(text) == size == parse_bytes(text)

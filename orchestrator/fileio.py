@@ -15,9 +15,10 @@ def sha256_file(path: Path) -> str:
 
 
 def read_json_or_none(path: Path):
-    """The parsed file, or None when it is missing or not JSON (the caller reports that)."""
+    """The parsed file, or None when it is missing, not UTF-8, not JSON or nested too deeply
+    to parse (the caller reports that)."""
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # ValueError: JSONDecodeError, UnicodeDecodeError
         return None

@@ -52,8 +52,11 @@ BEHAVIOURS = {
                     "the run directory (a host file, HOST_FILE beside the results directory)",
     "link-dir": "trains, writes valid metrics, and plants a link to a directory outside the run",
     "fifo": "trains, writes valid metrics, and leaves a FIFO (named pipe) behind",
+    "link-monitor": "before the host monitor opens monitor.jsonl, plants it as a symbolic link to "
+                    "a host file (HOST_MONITOR_FILE beside the results directory); then trains ok",
 }
 HOST_FILE = "host-file-{run_id}.json"  # link-metrics' target, in the results root
+HOST_MONITOR_FILE = "host-monitor-{run_id}.txt"  # link-monitor's target, in the results root
 
 
 def real_metrics() -> dict:
@@ -163,6 +166,10 @@ class FakeBackend(Backend):
         spec = json.loads(run_dir.file("spec.json").read_text(encoding="utf-8"))
         resources = self.recorded_resources(run)
         sink = OutputSink(run_dir.file("output.log"), on_event)
+        if behaviour == "link-monitor":  # a workload that ran before the monitor opened it
+            host_file = run_dir.path.parent.parent.parent / HOST_MONITOR_FILE.format(run_id=run.run_id)
+            host_file.write_text("host file\n", encoding="utf-8")
+            os.symlink(host_file, run_dir.file("monitor.jsonl"))
         monitor = self.monitor_run(run, run_dir, run.run_id).start()
         try:
             return self._act(behaviour, spec, run, run_dir, sink, resources)

@@ -6,12 +6,13 @@ as one line (exit 2); a bundle that does not verify exits 1, naming each file.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from orchestrator.cli.common import say
 from orchestrator.errors import DlbenchError
 from orchestrator.paths import results_root
-from orchestrator.results import bundle
+from orchestrator.results import bundle, lock
 from orchestrator.results.output import check_place, write_output
 
 VERIFY_FAILED = 1
@@ -60,12 +61,20 @@ def cmd_pack(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """Re-render offline. A sealed bundle is never modified: the page goes beside it."""
-    from orchestrator import report
-
+    """Re-render offline. A sealed bundle is never modified: the page goes beside it. Into
+    an unsealed results directory it is written as that directory's one writer (its lock)."""
     source = Path(args.bundle)
     if args.output:
         check_place(args.output)  # before the work of rendering
+    into_directory = source.is_dir() and not (source / bundle.MANIFEST).exists() and \
+        (not args.output or _inside(Path(args.output), source))
+    with lock.hold(source, say) if into_directory else contextlib.nullcontext():
+        return _report(args, source)
+
+
+def _report(args, source: Path) -> int:
+    from orchestrator import report
+
     with bundle.opened(source) as directory:
         bundle.require_documents(directory, source)
         html = report.render(report.load(directory)).encode("utf-8")

@@ -10,6 +10,7 @@ import os
 import sys
 
 from orchestrator import datasets
+from orchestrator.cli.common import printable, say
 from orchestrator.errors import DlbenchError
 
 
@@ -64,11 +65,11 @@ def cmd_list(args) -> int:
     for name, loc, splits in datasets.status():
         ds = datasets.get(name)
         if loc is None:
-            print(f"{name:<14} not prepared   {ds.how_to_get()}")
+            say(f"{name:<14} not prepared   {ds.how_to_get()}")
             continue
         missing = [s for s in ds.splits if s not in splits]
         note = f"   ({' and '.join(missing)} missing)" if missing else ""
-        print(f"{name:<14} {_splits(splits):<12} {loc.directory}  [{loc.source}]{note}")
+        say(f"{name:<14} {_splits(splits):<12} {loc.directory}  [{loc.source}]{note}")
     return 0
 
 
@@ -84,7 +85,7 @@ class _Progress:
             return
         size = f"{done / 1e6:6.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:6.1f} MB"
         end = "\n" if total and done >= total else ""
-        self.stream.write(f"\r  {filename:<28} {size}{end}")
+        self.stream.write(f"\r  {printable(filename):<28} {size}{end}")  # our \r, theirs escaped
         self.stream.flush()
 
 
@@ -93,29 +94,29 @@ def cmd_fetch(args) -> int:
     splits = tuple(dict.fromkeys(args.split)) if args.split else ds.splits
     loc = datasets.locate(ds.name, splits)
     if not args.force and loc is not None and loc.has(splits) and loc.source != "cache":
-        print(f"{ds.name}: {_splits(splits)} already available in {loc.directory} [{loc.source}]; "
+        say(f"{ds.name}: {_splits(splits)} already available in {loc.directory} [{loc.source}]; "
               "nothing downloaded (--force to download into the cache anyway)")
         return 0
     result = datasets.fetch(ds.name, progress=_Progress(), mirrors=args.mirror, splits=splits)
     for failure in result.failures:
-        print(f"  mirror failed, used the next one: {failure}", file=sys.stderr)
+        print(printable(f"  mirror failed, used the next one: {failure}"), file=sys.stderr)
     for filename, url in result.downloaded:
-        print(f"  downloaded {filename} from {url}")
+        say(f"  downloaded {filename} from {url}")
     if result.already:
-        print(f"  already in the cache: {', '.join(result.already)}")
-    print(f"{ds.name}: {_splits(result.splits)} ready in {result.directory}")
+        say(f"  already in the cache: {', '.join(result.already)}")
+    say(f"{ds.name}: {_splits(result.splits)} ready in {result.directory}")
     return 0
 
 
 def cmd_import(args) -> int:
     result = datasets.import_dir(args.name, args.directory)
     for path, how in result.files:
-        print(f"  imported {os.path.basename(path)} (verified: {how})")
+        say(f"  imported {os.path.basename(path)} (verified: {how})")
     line = f"{result.name}: imported {_splits(result.imported)} into {result.directory}"
     if result.missing:
         line += (f"; {' and '.join(result.missing)} still missing "
                  f"({datasets.get(result.name).how_to_get()})")
-    print(line)
+    say(line)
     return 0
 
 
@@ -131,15 +132,15 @@ def cmd_verify(args) -> int:
     check = datasets.verify_dir(ds.name, directory)
     for c in check.files:
         if c.path is None:
-            print(f"  missing  {c.filename}")
+            say(f"  missing  {c.filename}")
         elif c.ok:
-            print(f"  ok       {c.path.name}  ({c.method})")
+            say(f"  ok       {c.path.name}  ({c.method})")
         else:
-            print(f"  BAD      {c.path.name}  {c.problem}")
+            say(f"  BAD      {c.path.name}  {c.problem}")
     if check.bad:
         first = check.bad[0]
         raise DlbenchError(f"{first.path}: {first.problem}; {ds.how_to_repair()}")
     if not check.splits:
         raise DlbenchError(f"{check.directory}: no complete {ds.name} split; {ds.how_to_get()}")
-    print(f"{ds.name}: {_splits(check.splits)} verified in {check.directory}")
+    say(f"{ds.name}: {_splits(check.splits)} verified in {check.directory}")
     return 0

@@ -5,7 +5,7 @@ import json
 import shlex
 import sys
 
-from orchestrator.cli.common import say
+from orchestrator.cli.common import printable, say
 from orchestrator.errors import DlbenchError
 
 
@@ -49,9 +49,9 @@ def print_build_command(args) -> int:
     flavour = flavour or args.flavour
     images.get_spec(framework, flavour)        # unknown names: the one-line error
     options = images.BuildOptions.from_env(host_pip=True)
-    print(shlex.join(images.docker_build_command(framework, flavour, options)), flush=True)
+    say(shlex.join(images.docker_build_command(framework, flavour, options)))
     for note in images.by_hand_notes(framework, flavour, options):
-        print(f"# {note}", file=sys.stderr)
+        print(printable(f"# {note}"), file=sys.stderr)
     return 0
 
 
@@ -68,7 +68,7 @@ def cmd_sysinfo(args) -> int:
     from orchestrator.execution.backends.docker import connect
 
     client, _ = connect()
-    print(json.dumps(sysinfo.collect(client), indent=2))
+    say(json.dumps(sysinfo.collect(client), indent=2).replace("\x7f", "\\u007f"))  # valid JSON, no raw DEL
     return 0
 
 

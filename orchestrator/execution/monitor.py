@@ -14,6 +14,8 @@ can be recomputed from a results directory alone.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -126,9 +128,34 @@ class GpuSampler:
 
 # -- the monitor --------------------------------------------------------------------
 
+def open_append_regular(path: Path) -> int | None:
+    """A descriptor appending to the regular file `path`, created if absent; None when it
+    cannot be: a link there (a workload can write into its run directory and plant one to
+    a host file) or any other non-regular file is never followed or opened for writing,
+    and is left for the runner, which refuses to collect such a run directory."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):  # decided before opening: a FIFO would
+            return None                                # block, a device act
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o666)
+    except OSError:  # ELOOP for a link; ENXIO for a FIFO without a reader; a full disk
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO with a reader, a device
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return fd
+
+
 class Monitor:
     """Samples `host` (and GPUs) every `interval` seconds into a JSON-lines file.
-    start() / stop() are idempotent; stop() on a monitor never started does nothing."""
+    open() / start() / stop() are idempotent; the file is created by open() (or start()),
+    never through a link; stop() on a monitor never started only closes what open() made."""
 
     def __init__(self, host_sampler_factory: Callable[[], HostSampler], path: Path,
                  interval: float = DEFAULT_INTERVAL_S, gpu_sampler: GpuSampler | None = None):
@@ -138,20 +165,37 @@ class Monitor:
         self._gpu = gpu_sampler
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._opened = self._started = False
+
+    def open(self) -> Monitor:
+        """Create the file now (a backend calls this before the workload starts, which can
+        write into its run directory). Idempotent; start() does it if nothing did."""
+        if not self._opened:
+            self._opened = True
+            self._fd = open_append_regular(self.path)
+        return self
 
     def start(self) -> Monitor:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"monitor-{self.path.parent.name}",
-                                            daemon=True)
-            self._thread.start()
+        if not self._started:
+            self._started = True
+            self.open()
+            if self._fd is not None:  # else refused (a planted link) or unwritable: no samples
+                fd, self._fd = self._fd, None  # the loop owns it now
+                self._thread = threading.Thread(target=self._loop, args=(fd,),
+                                                name=f"monitor-{self.path.parent.name}", daemon=True)
+                self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._fd is not None:  # opened, never started
+            os.close(self._fd)
+            self._fd = None
 
-    def _loop(self) -> None:
+    def _loop(self, fd: int) -> None:
         host: HostSampler | None
         try:
             host = self._factory()
@@ -160,7 +204,7 @@ class Monitor:
         gpu = self._gpu or GpuSampler()
         started = time.monotonic()
         try:
-            with open(self.path, "a", encoding="utf-8") as out:
+            with os.fdopen(fd, "a", encoding="utf-8") as out:
                 while True:
                     line: dict[str, Any] = {"t": round(time.monotonic() - started, 3)}
                     sample = host.read() if host is not None else None

@@ -85,6 +85,10 @@ def read_metrics(path: Path) -> tuple[dict | None, str | None]:
         return None, "the workload wrote no metrics.json"
     except (OSError, json.JSONDecodeError) as exc:
         return None, f"metrics.json is not valid JSON ({exc})"
+    except UnicodeDecodeError as exc:
+        return None, f"metrics.json is not valid JSON (not UTF-8: {exc})"
+    except RecursionError:
+        return None, "metrics.json is not valid JSON (nested too deeply to parse)"
     problem = schema_error("metrics", metrics)
     if problem:
         return None, f"metrics.json does not match the schema: {problem}"

@@ -41,7 +41,7 @@ from orchestrator.plan.suite import load_suite
 from orchestrator.report import charts, compare
 from orchestrator.results import bundle
 from orchestrator.results.directory import ResultsDir, load_runs
-from tests.fake_backend import HOST_FILE, FakeBackend, registered, scripted
+from tests.fake_backend import HOST_FILE, HOST_MONITOR_FILE, FakeBackend, registered, scripted
 from tests.unit.test_runner_fake_backend import outcomes, records, write_suite
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "bundle-small"
@@ -247,6 +247,26 @@ def test_the_runner_refuses_to_collect_a_run_directory_holding_a_link_or_fifo(tm
     summary = json.loads((results / "summary.json").read_text())
     assert summary["runs"][0]["outcome"] == "failed" and "images_per_s" not in summary["runs"][0]
     with registered(FakeBackend):  # plan.json names the fake backend
+        assert verified_line(results) == (0, [f"Bundle verified: {results}"])
+
+
+@pytest.mark.usefixtures("quick_report")
+def test_a_link_planted_at_monitor_jsonl_never_makes_the_host_append_to_its_target(tmp_path):
+    suite = load_suite(write_suite(tmp_path, runs=2))
+    with registered(FakeBackend):
+        results = run_suite(suite, FakeBackend({PT: "link-monitor"}), tmp_path / "results",
+                            say=lambda line: None).path
+    assert outcomes(results) == {PT: "failed", "02-pytorch-eager": "ok"}
+    found = records(results)
+    assert found[PT]["message"] == (
+        f"run directory not collected: runs/{PT}/monitor.jsonl: a symbolic link (a bundle holds "
+        "only regular files and directories; dlbench never follows or reads it); removed unread")
+    assert found[PT]["monitor"] is None
+    host_file = tmp_path / "results" / HOST_MONITOR_FILE.format(run_id=PT)
+    assert host_file.read_text() == "host file\n"  # not one sample appended
+    assert not os.path.lexists(results / "runs" / PT / "monitor.jsonl")
+    assert found["02-pytorch-eager"]["monitor"]["samples"] >= 1  # the others are still sampled
+    with registered(FakeBackend):
         assert verified_line(results) == (0, [f"Bundle verified: {results}"])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import shutil
 import struct
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from orchestrator import datasets
+from orchestrator.cli.data import _Progress
 from orchestrator.errors import DlbenchError
 from tests.data_fixtures import closed_port_url, isolated, serve  # noqa: F401 (autouse)
 from workloads.data import DataError, load_split, read_idx
@@ -425,6 +427,31 @@ def run_cli(*argv: str) -> int:
     add_data_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     return args.func(args)
+
+
+def test_cli_data_lines_show_control_characters_escaped(mnist_test_dir, isolated, tmp_path, monkeypatch,
+                                                       capsys):
+    """A data directory's name is the user's: an ESC in it must not drive the terminal."""
+    root = tmp_path / "data\x1b[2J\x1b]0;owned\x07"
+    shutil.copytree(mnist_test_dir, root / "mnist")
+    monkeypatch.setenv("DLBENCH_DATA_DIR", str(root))
+    shown = str(root).replace("\x1b", "\\x1b").replace("\x07", "\\x07")
+    assert run_cli("data", "list") == 0
+    assert run_cli("data", "verify", "mnist") == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    line = next(l for l in out.splitlines() if l.startswith("mnist "))
+    assert f" {shown}/mnist  [DLBENCH_DATA_DIR]" in line
+    assert out.splitlines()[-1] == f"mnist: test verified in {shown}/mnist"
+
+
+def test_the_progress_line_escapes_the_name_not_its_own_carriage_return():
+    stream = io.StringIO()
+    stream.isatty = lambda: True
+    _Progress(stream)("evil\x1b[2K.gz", 5_000_000, 10_000_000)
+    shown = stream.getvalue()
+    assert shown.startswith("\r  evil\\x1b[2K.gz ") and shown.endswith("5.0/10.0 MB")
+    assert "\x1b" not in shown and shown.count("\r") == 1
 
 
 def test_cli_import_list_verify_fetch(mnist_test_dir, isolated, capsys):

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import stat
 
 import pytest
 
@@ -100,6 +101,37 @@ def test_write_json_atomic_failure_keeps_previous_file(tmp_path):
     with pytest.raises(TypeError):
         write_json_atomic(str(target), {"bad": object()})
     assert json.loads(target.read_text()) == {"old": True}
+
+
+def test_write_json_atomic_never_writes_through_a_planted_link(tmp_path):
+    """A workload may plant links in its run directory: at the temporary's name and at the
+    target's. Neither is followed; the target becomes a regular file; the outside stays."""
+    outside = tmp_path / "host"
+    outside.mkdir()
+    host_tmp, host_target = outside / "a.txt", outside / "b.txt"
+    host_tmp.write_text("host A\n")
+    host_target.write_text("host B\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    target = run / "run.json"
+    os.symlink(host_tmp, f"{target}.tmp-{os.getpid()}")
+    os.symlink(host_target, target)
+    write_json_atomic(str(target), {"new": 1})
+    assert not target.is_symlink() and json.loads(target.read_text()) == {"new": 1}
+    assert (host_tmp.read_text(), host_target.read_text()) == ("host A\n", "host B\n")
+    assert sorted(p.name for p in run.iterdir()) == ["run.json"]
+
+
+def test_write_json_atomic_keeps_the_mode_open_w_gives(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_json_atomic(str(tmp_path / "a.json"), {})
+        with open(tmp_path / "b.json", "w"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == \
+        stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o640
 
 
 def _spec(**over):

@@ -1,6 +1,8 @@
 """The host-side resource monitor: real process sampling, the real no-GPU path, and
 (NVML faked: no GPU on this machine) the GPU series and energy summary."""
 import json
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -127,3 +129,59 @@ def test_a_monitor_that_never_started_stops_quietly(tmp_path):
     local_monitor(999_999_999, RunDir(tmp_path), 0.5).start().stop()  # no such pid
     assert time.monotonic() - started < 5
     assert monitor.summarize(tmp_path / "absent.jsonl") is None
+
+
+class Steady:
+    def read(self):
+        return {"cpu_percent": 100.0, "memory_mb": 256.0}
+
+    def close(self):
+        pass
+
+
+NO_GPU = SimpleNamespace(available=False, read=lambda: [], close=lambda: None)
+
+
+def steady_monitor(path) -> monitor.Monitor:
+    return monitor.Monitor(Steady, path, 0.05, gpu_sampler=NO_GPU)
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo"])
+def test_a_link_or_fifo_planted_at_monitor_jsonl_is_never_written_through(tmp_path, planted):
+    """A workload can write its run directory: what it plants where monitor.jsonl goes is
+    neither followed nor written (nor blocks on); the runner refuses the directory after."""
+    outside = tmp_path / "host-file"
+    outside.write_text("host file\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / monitor.FILENAME
+    if planted == "link":
+        path.symlink_to(outside)
+    else:
+        os.mkfifo(path)
+    started = time.monotonic()
+    steady_monitor(path).start().stop()
+    assert time.monotonic() - started < 5
+    assert outside.read_text() == "host file\n"
+    assert path.is_symlink() if planted == "link" else stat.S_ISFIFO(path.lstat().st_mode)
+
+
+def test_a_link_swapped_in_after_open_is_never_written_through(tmp_path):
+    """The docker backend opens monitor.jsonl before the container starts: a link the
+    workload swaps in afterwards leaves the host writing its own file, not the link's."""
+    outside = tmp_path / "host-file"
+    outside.write_text("host file\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / monitor.FILENAME
+    mon = steady_monitor(path).open()
+    assert stat.S_ISREG(path.lstat().st_mode)
+    kept = run / "kept.jsonl"
+    os.link(path, kept)  # to look at the host's file once the name is taken over
+    path.unlink()
+    path.symlink_to(outside)
+    mon.start()
+    time.sleep(0.2)
+    mon.stop()
+    assert outside.read_text() == "host file\n"
+    assert json.loads(kept.read_text().splitlines()[0])["memory_mb"] == 256.0

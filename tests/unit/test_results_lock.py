@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from orchestrator.results.directory import ResultsDir
 from tests.fake_backend import FakeBackend, registered, scripted
 
 REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "fixtures" / "bundle-small"
 
 HOLDER = """
 import sys, time
@@ -262,3 +264,27 @@ def test_resume_while_a_run_still_writes_is_refused_and_changes_nothing(tmp_path
     assert fake.instances[0].executed() == ["01-pytorch-eager", "02-pytorch-eager"]
     assert lines[-1] == f"Bundle verified: {results}"
     assert not lock.lock_path(results).exists()
+
+
+@pytest.mark.usefixtures("quick_report")
+def test_report_into_an_unsealed_directory_another_process_writes_is_refused(tmp_path, capsys, helpers):
+    results = tmp_path / "20261122-000000-small"
+    shutil.copytree(FIXTURE, results)
+    (results / bundle.MANIFEST).unlink()  # unsealed: `report` would write report.html into it
+    (results / "report.html").unlink()
+    holder = start(HOLDER, results, wait_for="held")
+    helpers.append(holder)
+    recorded = lock_content(results)
+    before = tree(results)
+    code = cli.main(["report", str(results)])
+    out, err = capsys.readouterr()
+    assert (code, out, err) == (2, "", f"dlbench: error: {refusal(results, recorded)}\n")
+    assert tree(results) == before and not (results / "report.html").exists()
+    code = cli.main(["report", str(results), "-o", str(results / "elsewhere.html")])  # inside it too
+    assert (code, capsys.readouterr().err) == (2, f"dlbench: error: {refusal(results, recorded)}\n")
+    assert tree(results) == before
+
+    assert stop(holder, signal.SIGTERM) == 130
+    assert cli.main(["report", str(results)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"Report: {results / 'report.html'}"
+    assert (results / "report.html").is_file() and not lock.lock_path(results).exists()

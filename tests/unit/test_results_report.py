@@ -7,6 +7,7 @@ import pytest
 
 from orchestrator import report
 from orchestrator.analysis.summary import summarize
+from orchestrator.fileio import read_json_or_none
 from orchestrator.results.directory import ResultsDir, classify, read_metrics, schema_error
 
 REAL = Path(__file__).resolve().parent.parent / "fixtures" / "real-metrics"
@@ -54,6 +55,19 @@ def test_read_metrics_reports_corrupt_and_invalid(tmp_path):
     assert "not valid JSON" in read_metrics(path)[1]
     path.write_text('{"schema_version": 1}')
     assert "does not match the schema" in read_metrics(path)[1]
+
+
+@pytest.mark.parametrize("content, why", [
+    (b'{"schema_version": 1, "error": "\xff\xfe"}', "not UTF-8"),
+    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply to parse"),
+], ids=["not-utf8", "deeply-nested"])
+def test_read_metrics_and_read_json_or_none_report_undecodable_json(tmp_path, content, why):
+    path = tmp_path / "metrics.json"
+    path.write_bytes(content)
+    metrics, problem = read_metrics(path)
+    assert metrics is None and problem is not None
+    assert problem.startswith("metrics.json is not valid JSON (") and why in problem
+    assert read_json_or_none(path) is None
 
 
 def make_results(tmp_path):

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator import cli
+from orchestrator.cli.bundle import verified_line
 from orchestrator.errors import DlbenchError
 from orchestrator.execution.rerun import rerun
 from orchestrator.execution.resume import load_plan, pending_runs, resume_suite
@@ -162,6 +163,8 @@ def test_one_environment_failing_does_not_stop_the_others_and_resume_retries_it(
     assert "    failed: tensorflow/cpu: the fake build failed" in lines
     assert list(json.loads((results / "images.json").read_text())) == ["pytorch/cpu"]
     assert bundle.verify(results) == []
+    # runs never sampled (monitor null) beside sampled ones: summary.csv is consistent
+    assert verified_line(results) == (0, [f"Bundle verified: {results}"])
     kept = snapshot(results / "runs" / "01-pytorch-eager")
 
     again = FakeBackend()  # the environment can be made now

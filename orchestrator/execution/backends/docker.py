@@ -240,7 +240,8 @@ class DockerBackend(Backend):
         self._current = container
         sink = OutputSink(run_dir.file("output.log"), on_event)
         info = {"id": container.id, "name": container.name}
-        monitor = self.monitor_run(run, run_dir, container)
+        # monitor.jsonl made now, before the container (which can write its run directory) runs
+        monitor = self.monitor_run(run, run_dir, container).open()
         try:
             try:
                 container.start()

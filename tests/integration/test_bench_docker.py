@@ -112,7 +112,7 @@ def test_containers_are_locked_down(docker_client, base_image, tmp_path, monkeyp
     monkeypatch.setenv("DLBENCH_BASE_IMAGE", base_image)
     suite = load_suite(write_suite(tmp_path, """
         name: lock
-        defaults: {resources: {cpus: 1.5, memory: 2g, cpuset: "0"}}
+        defaults: {resources: {cpus: 1.5, memory: 2g, cpuset: "0-1"}}
         runs: [{framework: pytorch, api: eager}]
     """))
     run = suite.runs[0]
@@ -134,7 +134,7 @@ def test_containers_are_locked_down(docker_client, base_image, tmp_path, monkeyp
     assert "no-new-privileges" in host["SecurityOpt"]
     assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
     assert host["Privileged"] is False
-    assert host["NanoCpus"] == 1_500_000_000 and host["CpusetCpus"] == "0"
+    assert host["NanoCpus"] == 1_500_000_000 and host["CpusetCpus"] == "0-1"
     assert host["Memory"] == 2 * 2**30 and host["MemorySwap"] == 2 * 2**30
     binds = {b.split(":")[1]: b for b in host["Binds"]}
     assert binds["/data/fashion-mnist"].endswith(":ro")

@@ -624,6 +624,12 @@ def write_large_archive(path: Path, files: int, size: int) -> None:
             tar.addfile(info, io.BufferedReader(Zeros(size)))
 
 
+def default_sigint() -> None:
+    """A test runner started in the background inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: give the child Ctrl-C as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_partly_extracted_archive_is_removed_on_sigterm_as_on_sigint(tmp_path, stop):
     files, size = 48, 8 * 2**20
@@ -633,7 +639,7 @@ def test_a_partly_extracted_archive_is_removed_on_sigterm_as_on_sigint(tmp_path,
     scratch.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "verify", str(archive)], cwd=REPO_ROOT,
                             env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     extracted: list[Path] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -8,10 +8,7 @@ so an interruption (Ctrl-C, SIGTERM, a lost engine, a full disk) keeps them, and
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,7 +95,7 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
     todo = [run for run in suite.runs if only is None or run.run_id in only]
     resume_hint = f"resume with: dlbench run --resume {results.path}"
     try:
-        with _sigterm_as_interrupt():
+        with lock.sigterm_as_interrupt():
             environments = _prepare_environments(todo, backend, say)
             _record_environments(results, environments)
             for run in todo:
@@ -124,24 +121,6 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
         raise DlbenchError(f"{results.path}: cannot write results ({exc.strerror or exc}); "
                            f"finished runs are kept, free space and {resume_hint}") from None
     _finish(results)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """`kill` or a service manager stops a suite the way Ctrl-C does: containers
-    stopped, the interrupted run recorded, the report rendered."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _record_environments(results: ResultsDir, environments: dict[str, dict]) -> None:

@@ -78,7 +78,7 @@ def hold(directory: Path, say: Callable[[str], None] = print) -> Iterator[None]:
     fd = _acquire(directory, say)
     _held[key] = 1
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             yield
     finally:
         del _held[key]
@@ -158,10 +158,10 @@ def _cannot_lock(directory: Path, exc: OSError) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the lock is held, `kill` ends the process the way Ctrl-C does, so every
-    `finally` runs and the lock file goes with it (the runner's own handler, installed
-    inside this one, also stops what is running)."""
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` (or a service manager) ends what runs inside the way Ctrl-C does, so every
+    `finally` runs: the lock file goes with it, and the runner stops its containers, records
+    the interrupted run and renders the report."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

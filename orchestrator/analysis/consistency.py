@@ -13,9 +13,10 @@ manifest that agrees with what is left. So `dlbench verify` also checks here tha
 - summary.csv is summary.json flattened, cell for cell;
 - images.json describes every image or virtualenv a run's run.json names.
 
-Each problem is one line naming the file and field. A file verify already named (changed,
-missing, not its schema, a link) is not judged again here: one cause, one line. Reads only,
-and never through a link (orchestrator.results.nofollow); never writes.
+Each problem is one line naming the file and field. It runs only over a bundle whose files
+each verify (`dlbench verify` runs it when bundle.located_problems finds nothing), so every
+document read here has its schema's shape: one cause, one line. Reads only, and never
+through a link (orchestrator.results.nofollow); never writes.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import io
 import math
 import os
 import stat
-from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from orchestrator.analysis.summary import summarize
@@ -38,19 +38,18 @@ SEALED_FILES = ("suite.yaml", "plan.json", "system.json", "images.json", "summar
 MAX_FIELD_LINES = 20   # a summary.json made up wholesale: the first differences say enough
 
 
-def located_problems(path: Path, named: AbstractSet[str] = frozenset()) -> list[tuple[str, str]]:
-    """Every disagreement between a bundle directory's files, as (path it is about, line).
-    named: paths bundle.located_problems already named, not judged again."""
+def located_problems(path: Path) -> list[tuple[str, str]]:
+    """Every disagreement between a bundle directory's files, as (path it is about, line)."""
     path = Path(path)
     plan = _json(path, "plan.json")
     run_ids = _run_directories(path)
     problems = [(name, f"{name}: missing (every sealed bundle has it)") for name in SEALED_FILES
-                if name not in named and not _is_file(path, name)]
-    if "plan.json" not in named and isinstance(plan, dict):
+                if not _is_file(path, name)]
+    if isinstance(plan, dict):
         problems += _plan_problems(path, plan, run_ids)
-    problems += _summary_problems(path, plan, named)
-    problems += _csv_problems(path, named)
-    problems += _image_problems(path, run_ids, named)
+    problems += _summary_problems(path, plan)
+    problems += _csv_problems(path)
+    problems += _image_problems(path, run_ids)
     return problems
 
 
@@ -80,11 +79,6 @@ def _run_directories(path: Path) -> list[str]:
         return []
 
 
-def _about_run(named: AbstractSet[str], run_id: str) -> bool:
-    top = f"runs/{run_id}"
-    return any(rel == top or rel.startswith(f"{top}/") for rel in named)
-
-
 # ---------------------------------------------------------------------------
 # plan.json <-> run directories
 # ---------------------------------------------------------------------------
@@ -112,9 +106,9 @@ def _plan_problems(path: Path, plan: dict, run_ids: list[str]) -> list[tuple[str
 # summary.json <-> the runs' files
 # ---------------------------------------------------------------------------
 
-def _summary_problems(path: Path, plan, named: AbstractSet[str]) -> list[tuple[str, str]]:
+def _summary_problems(path: Path, plan) -> list[tuple[str, str]]:
     stored = _json(path, "summary.json")
-    if "summary.json" in named or not isinstance(stored, dict):
+    if not isinstance(stored, dict):
         return []
     try:
         rows = load_runs(path)
@@ -122,22 +116,21 @@ def _summary_problems(path: Path, plan, named: AbstractSet[str]) -> list[tuple[s
         return []  # a link among the runs: bundle.verify names it
     threshold = ((plan or {}).get("statistics") or {}).get("cv_threshold") if isinstance(plan, dict) else None
     derived = summarize(rows, threshold)
-    lines = _run_entry_problems(stored.get("runs"), derived["runs"], named)
-    if not any(_about_run(named, row["run_id"]) for row in rows):  # else they follow from it
-        for key, value in stored.items():
-            if key == "runs":
-                continue
-            if key not in derived:
-                lines.append(f"summary.json: {key}: not something dlbench derives from the runs")
-            else:
-                lines += [f"summary.json: {where}: {what}" for where, what in _differences(value, derived[key], key)]
+    lines = _run_entry_problems(stored.get("runs"), derived["runs"])
+    for key, value in stored.items():
+        if key == "runs":
+            continue
+        if key not in derived:
+            lines.append(f"summary.json: {key}: not something dlbench derives from the runs")
+        else:
+            lines += [f"summary.json: {where}: {what}" for where, what in _differences(value, derived[key], key)]
     if len(lines) > MAX_FIELD_LINES:
         lines = [*lines[:MAX_FIELD_LINES], f"summary.json: {len(lines) - MAX_FIELD_LINES} more field(s) "
                                            "disagree with the runs' files"]
     return [("summary.json", line) for line in lines]
 
 
-def _run_entry_problems(stored, derived: list[dict], named: AbstractSet[str]) -> list[str]:
+def _run_entry_problems(stored, derived: list[dict]) -> list[str]:
     if not isinstance(stored, list):
         return []  # the schema requires a list: bundle.verify named it
     stored_ids = [e.get("run_id") for e in stored if isinstance(e, dict)]
@@ -151,7 +144,7 @@ def _run_entry_problems(stored, derived: list[dict], named: AbstractSet[str]) ->
     by_id = {e["run_id"]: e for e in derived}
     for index, entry in enumerate(e for e in stored if isinstance(e, dict)):
         run_id = entry.get("run_id")
-        if run_id not in by_id or _about_run(named, str(run_id)):
+        if run_id not in by_id:
             continue
         lines += [f"summary.json: {where} ({run_id}): {what}"
                   for where, what in _differences(entry, by_id[run_id], f"runs[{index}]")]
@@ -198,9 +191,7 @@ def _shown(value) -> str:
 # summary.csv <-> summary.json
 # ---------------------------------------------------------------------------
 
-def _csv_problems(path: Path, named: AbstractSet[str]) -> list[tuple[str, str]]:
-    if named & {"summary.csv", "summary.json"}:
-        return []
+def _csv_problems(path: Path) -> list[tuple[str, str]]:
     summary = _json(path, "summary.json")
     try:
         text = nofollow.read_bytes(path, "summary.csv").decode("utf-8")
@@ -236,15 +227,15 @@ def _csv_problems(path: Path, named: AbstractSet[str]) -> list[tuple[str, str]]:
 # images.json <-> the environments runs name
 # ---------------------------------------------------------------------------
 
-def _image_problems(path: Path, run_ids: list[str], named: AbstractSet[str]) -> list[tuple[str, str]]:
+def _image_problems(path: Path, run_ids: list[str]) -> list[tuple[str, str]]:
     images = _json(path, "images.json")
-    if "images.json" in named or not isinstance(images, dict):
+    if not isinstance(images, dict):
         return []
     described = [entry for entry in images.values() if isinstance(entry, dict)]
     problems = []
     for run_id in run_ids:
         rel = f"runs/{run_id}/run.json"
-        record = _json(path, rel) if rel not in named else None
+        record = _json(path, rel)
         environment = record.get("environment") if isinstance(record, dict) else None
         if not isinstance(environment, dict):
             continue

@@ -25,7 +25,7 @@ def bundle_problems(directory: Path) -> list[str]:
 
     found = bundle.located_problems(directory)
     if not found:  # the cross-file checks read the documents, so only documents that verify
-        found = consistency.located_problems(directory, set())
+        found = consistency.located_problems(directory)
     return [line for _, line in found]
 
 

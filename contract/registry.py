@@ -51,3 +51,50 @@ OPTIONS: dict[tuple[str, str], dict[str, dict]] = {
     ("paddle", "dygraph"): {"to_static": {"type": "boolean",
                                           "description": "paddle.jit.to_static the model"}},
 }
+
+# Precision policies (a suite's `precision:`, `--precision` by hand), the same meaning in every
+# framework; each framework file applies the policy in configure() and records the settings in
+# force as the framework reports them. A policy a framework/API cannot do maps to the reason:
+# the run's outcome is `unsupported` with it, never a silent fp32 run.
+PRECISION_POLICIES = {
+    "fp32": "true FP32: TF32 off everywhere (NVIDIA_TF32_OVERRIDE=0 and each framework's switch)",
+    "tf32": "FP32 storage, TF32 tensor-core matmuls and convolutions (GPU, Ampere and newer)",
+    "bf16": "mixed: bfloat16 compute, float32 master weights, loss and softmax in float32",
+    "fp16": "mixed: float16 compute, float32 master weights, dynamic loss scaling",
+}
+# Device rules shared by every framework: reasons, by (policy, device).
+PRECISION_DEVICE_RULES = {
+    ("tf32", "cpu"): "TF32 is an NVIDIA tensor-core format; on a CPU it would be FP32 under another name",
+    ("fp16", "cpu"): "fp16 mixed precision is a GPU policy: CPU kernels emulate float16 (slower than fp32)",
+}
+_NO_MIXED = "no mixed-precision training API"
+PRECISION_UNSUPPORTED: dict[tuple[str, str], dict[str, str]] = {
+    ("tensorflow-legacy", "estimator"): {
+        "bf16": "the Estimator's model_fn builds a graph-mode Keras 2 model; Keras' mixed policy "
+                "is not applied to it (TF 2.15)",
+        "fp16": "the Estimator's model_fn builds a graph-mode Keras 2 model; Keras' mixed policy "
+                "is not applied to it (TF 2.15)"},
+    ("jax", "flax"): {"fp16": "optax has no loss scaling; dlbench does not hand-roll one"},
+    ("mxnet", "gluon"): {
+        "tf32": "MXNet 1.9 has no switch that turns TF32 on for its cuBLAS matmuls",
+        "bf16": "MXNet 1.9's AMP converts symbolic graphs to bfloat16 only with oneDNN builds "
+                "of its hybridized ops; the Gluon model's Adam update is not covered",
+        "fp16": "MXNet 1.9's AMP is not used by dlbench's Gluon trainer (its loss scaler "
+                "needs amp.init_trainer before hybridization)"},
+    ("chainer", "eager"): {"tf32": "Chainer 7 (CuPy) has no TF32 switch",
+                           "bf16": f"Chainer has no bfloat16 dtype ({_NO_MIXED} for it)",
+                           "fp16": "Chainer's mixed16 needs CuPy; the image is CPU-only"},
+    ("theano", "graph"): {"tf32": "Theano has no TF32 switch",
+                          "bf16": f"Theano has no bfloat16 dtype ({_NO_MIXED})",
+                          "fp16": f"Theano's float16 is experimental, {_NO_MIXED}"},
+}
+
+
+def precision_problem(framework: str, api: str, precision: str, device: str) -> str | None:
+    """Why framework/api cannot run `precision` on `device`, or None when it can."""
+    if precision not in PRECISION_POLICIES:
+        return f"unknown precision {precision!r} (known: {', '.join(PRECISION_POLICIES)})"
+    rule = PRECISION_DEVICE_RULES.get((precision, device))
+    if rule:
+        return rule
+    return PRECISION_UNSUPPORTED.get((framework, api), {}).get(precision)

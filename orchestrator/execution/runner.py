@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from contract.jsonio import write_json_atomic
+from contract.registry import precision_problem
 from orchestrator import report
 from orchestrator.analysis.summary import summarize
 from orchestrator.datasets import provenance
-from orchestrator.errors import DlbenchError
+from orchestrator.errors import DlbenchError, EnvironmentUnavailable
 from orchestrator.execution import monitor
 from orchestrator.execution.backends.base import Backend, Execution
 from orchestrator.plan.suite import PlannedRun, Suite
@@ -96,7 +97,8 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
     resume_hint = f"resume with: dlbench run --resume {results.path}"
     try:
         with lock.sigterm_as_interrupt():
-            environments = _prepare_environments(todo, backend, say)
+            # a run its framework cannot do needs no environment: it is recorded, never started
+            environments = _prepare_environments([r for r in todo if not unsupported(r)], backend, say)
             _record_environments(results, environments)
             for run in todo:
                 say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
@@ -104,7 +106,7 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
                 mounted = data.get(run.dataset)
                 outcome = _run_one(run, backend, results,
                                    str(mounted.directory) if mounted else None,
-                                   environments[f"{run.framework}/{run.flavour}"], say,
+                                   environments.get(f"{run.framework}/{run.flavour}", {}), say,
                                    data_record=_data_record(run, mounted))
                 say(f"    -> {outcome}")
     except KeyboardInterrupt:
@@ -123,11 +125,18 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
     _finish(results)
 
 
+def unsupported(run: PlannedRun) -> str | None:
+    """Why the run's framework cannot do what it asks (contract.registry), before it starts."""
+    problem = precision_problem(run.framework, run.api, run.spec["precision"], run.spec["device"])
+    return f"precision {run.spec['precision']} on {run.spec['device']}: {problem}" if problem else None
+
+
 def _record_environments(results: ResultsDir, environments: dict[str, dict]) -> None:
     """images.json: the environments prepared now, over those an earlier attempt recorded."""
     previous = results.path / "images.json"
     recorded = json.loads(previous.read_text(encoding="utf-8")) if previous.exists() else {}
-    recorded.update({key: env for key, env in environments.items() if "error" not in env})
+    recorded.update({key: env for key, env in environments.items()
+                     if "error" not in env and "unavailable" not in env})
     results.write_json("images.json", recorded)
 
 
@@ -143,6 +152,9 @@ def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict
             environments[key] = backend.prepare(run.framework, run.flavour,
                                                 lambda line: say(f"    {line}"))
             say(f"    ready in {time.monotonic() - started:.0f} s")
+        except EnvironmentUnavailable as exc:  # final: resume does not retry it
+            environments[key] = {"unavailable": str(exc)}
+            say(f"    unavailable: {exc}")
         except DlbenchError as exc:  # one broken environment must not stop the others
             environments[key] = {"error": str(exc)}
             say(f"    failed: {exc}")
@@ -181,6 +193,11 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
         })
         return outcome if not message else f"{outcome}: {message}"
 
+    reason = unsupported(run)
+    if reason:  # never run as fp32 under another label
+        return finish("unsupported", reason)
+    if "unavailable" in environment:  # this host cannot run the image (GPU architecture, driver)
+        return finish("unavailable", environment["unavailable"])
     if "error" in environment:
         return finish("error", f"environment not available: {environment['error']}")
 

@@ -22,7 +22,9 @@ from orchestrator.paths import ORCHESTRATOR_SCHEMA_DIR, SCHEMA_DIR
 from orchestrator.results import nofollow
 
 RUN_SCHEMA_VERSION = 1
-OUTCOMES = ("ok", "failed", "oom", "killed", "timeout", "error")
+# unsupported: the framework cannot do what the run asks (a precision policy, ...);
+# unavailable: this host cannot run it (GPU architecture, driver); both final, not retried
+OUTCOMES = ("ok", "failed", "oom", "killed", "timeout", "error", "unsupported", "unavailable")
 MIN_FREE_BYTES = 64 * 2**20  # a suite writes a few MB; less free than this means trouble ahead
 
 
@@ -102,6 +104,8 @@ def classify(exit_code: int | None, metrics: dict | None, metrics_problem: str |
         return "timeout", "the run exceeded its timeout and was stopped"
     if oom_killed:
         return "oom", "killed by the kernel's out-of-memory killer (memory limit reached)"
+    if metrics is not None and metrics["status"] == "unsupported":
+        return "unsupported", metrics.get("error") or "the framework cannot run this configuration"
     if metrics is not None and metrics["status"] == "oom":
         return "oom", metrics.get("error") or "the framework reported out of memory"
     if exit_code in (137, -9) and (metrics is None or metrics["status"] != "ok"):

@@ -21,8 +21,12 @@ IMPLEMENTATIONS = {
 
 # Environment the framework reads at import time, set by the harness before the import
 # (one Keras 3 file serves three backends; the backend is fixed once keras is imported).
+# XLA_PYTHON_CLIENT_PREALLOCATE=false: JAX otherwise reserves 75 % of every GPU it sees at
+# start, so its peak memory would not compare with the others' allocate-as-needed.
+_JAX_GPU_MEMORY = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
 IMPORT_ENVIRONMENT = {
-    ("keras", "jax"): {"KERAS_BACKEND": "jax"},
+    ("jax", "flax"): _JAX_GPU_MEMORY,
+    ("keras", "jax"): {"KERAS_BACKEND": "jax", **_JAX_GPU_MEMORY},
     ("keras", "torch"): {"KERAS_BACKEND": "torch"},
     ("keras", "tensorflow"): {"KERAS_BACKEND": "tensorflow"},
 }

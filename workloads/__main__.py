@@ -15,6 +15,7 @@ import os
 import sys
 
 from contract.jsonio import write_json_atomic
+from contract.registry import PRECISION_POLICIES
 
 from . import harness
 
@@ -37,7 +38,8 @@ def _spec_from_flags(args) -> dict:
                     "train_limit": args.train_limit, "test_limit": args.test_limit},
         "batch_size": args.batch_size, "epochs": args.epochs,
         "learning_rate": args.learning_rate, "optimizer": "adam", "seed": args.seed,
-        "device": args.device, "warmup_steps": args.warmup_steps,
+        "device": args.device, "precision": args.precision, "warmup_steps": args.warmup_steps,
+        "window_steps": args.window_steps,
         "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
         "options": dict(_option(o) for o in args.option or []),
     }
@@ -86,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--learning-rate", type=float, default=0.001)
     run.add_argument("--seed", type=int, default=42)
     run.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    run.add_argument("--precision", default="fp32", choices=list(PRECISION_POLICIES),
+                     help="fp32 (true FP32, TF32 off), tf32, bf16 or fp16 (mixed)")
     run.add_argument("--warmup-steps", type=int, default=3)
+    run.add_argument("--window-steps", type=int, default=20,
+                     help="steps per steady-state timing window (default 20)")
     run.add_argument("--intra-op-threads", type=int)
     run.add_argument("--inter-op-threads", type=int)
     run.add_argument("--option", action="append", metavar="KEY=VALUE",

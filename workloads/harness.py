@@ -1,9 +1,10 @@
 """The shared harness: everything about a run that is not the framework.
 
-Spec in -> thread env -> import the framework file (timed) -> data in memory as
-numpy -> build model -> first step and warm-up (timed apart) -> timed epochs ->
+Spec in -> thread and precision env -> import the framework file (timed) -> data in memory
+as numpy -> build model -> first step and warm-up over every batch shape the timed region
+will see (timed apart) -> timed epochs, with steady-state windows of K steps inside them ->
 evaluation -> metrics.json written atomically. Framework files only subclass
-`Implementation` with the model and its training/eval step.
+`Implementation` with the model, its training/eval step and the precision policy.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from contract.events import format_event
 from contract.hostinfo import cpu_model_name
 from contract.jsonio import write_json_atomic
 from contract.models import ADAM, MODELS
-from contract.registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT
+from contract.registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT, precision_problem
 from contract.schemas import load_schema
 
 from . import data as data_mod
@@ -31,11 +32,51 @@ from .loc import logical_lines_of_implementation
 
 SCHEMA_VERSION = 1
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
+
+# Library-wide switch of cuBLAS/cuDNN: 0 forbids TF32 whatever a framework's own flag says,
+# so `fp32` means FP32 in every framework (each file also sets its own switch, recorded).
+TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 
 
 class SpecError(Exception):
     """The run spec is unusable; the message names the field."""
+
+
+class Unsupported(Exception):
+    """The framework cannot do what the spec asks (a precision policy on this device, ...):
+    the run's status is `unsupported` with this reason, never a silent substitute."""
+
+
+class StepWindows:
+    """Steady-state throughput: wall time of each window of `steps` training steps inside the
+    timed epochs. Own training loops iterate `Implementation.train_batches`, which calls
+    `step_done()` after dispatching each step; loops inside the framework (Keras' fit, the
+    Estimator) call it from a callback or hook once the step's results exist (sync=False).
+    The device is synchronised at window edges only; a partial last window is dropped."""
+
+    def __init__(self, steps: int, synchronize):
+        self.steps, self.synchronize = steps, synchronize
+        self.active = False
+        self.window_s: list[float] = []
+        self._count, self._start = 0, 0.0
+
+    def begin(self) -> None:
+        self._count, self._start, self.active = 0, time.perf_counter(), True
+
+    def end(self) -> None:
+        self.active = False
+
+    def step_done(self, sync: bool = True) -> None:
+        if not self.active:  # warm-up, evaluation, the equivalence check's probes
+            return
+        self._count += 1
+        if self._count == self.steps:
+            if sync:
+                self.synchronize()
+            now = time.perf_counter()
+            self.window_s.append(now - self._start)
+            self._count, self._start = 0, now
 
 
 class Implementation:
@@ -49,14 +90,17 @@ class Implementation:
     def __init__(self, spec: dict):
         self.spec = spec
         self.gpu = spec["device"] == "gpu"
+        self.precision = spec.get("precision", "fp32")  # contract.registry.PRECISION_POLICIES
         self.model_spec = MODELS[spec["workload"]]  # what build() will be given
+        self.step_windows = StepWindows(spec.get("window_steps", 20), self.synchronize)
 
     # -- to implement -------------------------------------------------------
     def version(self) -> str:
         raise NotImplementedError
 
     def configure(self) -> dict:
-        """Seed, threads, device; return the framework options in force."""
+        """Seed, threads, device and the precision policy (self.precision; raise Unsupported
+        when it cannot be done here); return the framework options in force."""
         raise NotImplementedError
 
     def build(self, model) -> int:
@@ -76,7 +120,25 @@ class Implementation:
         numpy array (batch, classes): the equivalence check reads shape and initial loss."""
         raise NotImplementedError
 
+    def train_batches(self, n: int, batch_size: int):
+        """`batches()` for a training loop: counts steps into the steady-state windows."""
+        for s in batches(n, batch_size):
+            yield s
+            self.step_windows.step_done()
+
     # -- optional -----------------------------------------------------------
+    def precision_settings(self) -> dict:
+        """After build: the settings in force as the framework reports them (TF32 flags,
+        compute/variable dtypes, matmul precision, loss scaling, jit_compile)."""
+        return {}
+
+    def gpu_libraries(self) -> dict:
+        """The CUDA / cuDNN versions the framework loaded (GPU runs), as it reports them."""
+        return {}
+
+    # what peak_device_memory_mb measures (allocator peak, reserved, ...), said in the metrics
+    device_memory_kind = ""
+
     def synchronize(self) -> None:
         """Block until queued device work is done (GPU timings must call this)."""
 
@@ -87,8 +149,19 @@ class Implementation:
         return None
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
-        text = f"{type(exc).__name__}: {exc}".lower()
-        return isinstance(exc, MemoryError) or "out of memory" in text or "resourceexhausted" in text
+        return is_out_of_memory_text(exc)
+
+
+# How frameworks word a device allocation failure: CUDA, cuBLAS/cuDNN, XLA/JAX, TensorFlow,
+# MXNet and Paddle (file-specific exception types are checked in the framework files).
+OOM_MARKERS = ("out of memory", "resourceexhausted", "resource_exhausted", "resource exhausted",
+               "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "cudaerrormemoryallocation",
+               "failed to allocate", "out_of_memory", "outofmemory", "cuda_error_out_of_memory")
+
+
+def is_out_of_memory_text(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return isinstance(exc, MemoryError) or any(marker in text for marker in OOM_MARKERS)
 
 
 def batches(n: int, batch_size: int):
@@ -136,12 +209,28 @@ def validate_spec(spec: dict) -> dict:
     full["dataset"] = {"train_split": "train", "train_limit": None, "test_limit": None,
                        "synthetic": False, "path": None, **spec["dataset"]}
     full.setdefault("precision", "fp32")
+    full.setdefault("window_steps", 20)
     full["threads"] = {"intra_op": None, "inter_op": None, **spec.get("threads", {})}
     full.setdefault("warmup_steps", 3)
     full.setdefault("eval_every_epoch", True)
     full.setdefault("options", {})
     full.setdefault("repeat", 0)
     return full
+
+
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """Every batch size `batches(n, batch_size)` yields: the full one and the tail."""
+    sizes = {batch_size} if n >= batch_size else set()
+    return sorted(sizes | {n % batch_size} if n % batch_size else sizes)
+
+
+def apply_precision_env(precision: str) -> dict:
+    """Environment the precision policy needs before the framework loads its CUDA libraries."""
+    if precision == "fp32":
+        os.environ[TF32_OVERRIDE] = "0"
+    else:  # the framework's own switch decides (a value inherited from elsewhere would not)
+        os.environ.pop(TF32_OVERRIDE, None)
+    return {TF32_OVERRIDE: os.environ.get(TF32_OVERRIDE)}
 
 
 def apply_thread_env(threads: dict) -> None:
@@ -230,6 +319,9 @@ def run(spec: dict, out_dir: str) -> int:
         exit_code = EXIT_OK
     except data_mod.DataError as exc:
         metrics["error"] = f"data: {exc}"
+    except Unsupported as exc:
+        metrics["status"], metrics["error"] = "unsupported", str(exc)
+        exit_code = EXIT_UNSUPPORTED
     except KeyboardInterrupt:
         metrics["error"] = "interrupted"
     except Exception as exc:  # noqa: BLE001 - every failure must still produce metrics
@@ -239,6 +331,8 @@ def run(spec: dict, out_dir: str) -> int:
         metrics["error"] = f"{type(exc).__name__}: {exc}".strip()[:2000]
         exit_code = EXIT_OOM if oom else EXIT_FAILED
         traceback.print_exc()
+        if impl is not None and oom:  # the peak that did not fit, where the framework knows it
+            metrics["memory"] = {**metrics.get("memory", {}), **device_memory(impl)}
     metrics["finished_at"] = now_iso()
     if metrics["status"] != "ok":
         emit("failed", status=metrics["status"], error=metrics["error"])
@@ -246,6 +340,14 @@ def run(spec: dict, out_dir: str) -> int:
     write_json_atomic(metrics_path, metrics)
     emit("done", status=metrics["status"], metrics=metrics_path)
     return exit_code
+
+
+def device_memory(impl: Implementation) -> dict:
+    try:
+        peak = impl.peak_device_memory_mb()
+    except Exception:  # noqa: BLE001 - a device in a failed state may not answer
+        peak = None
+    return {"peak_device_mb": peak, "peak_device_kind": impl.device_memory_kind or None}
 
 
 def peak_rss_mb() -> float:
@@ -263,8 +365,14 @@ class _Trainer:
         spec, metrics = self.spec, self.metrics
         apply_thread_env(spec["threads"])
         np.random.seed(spec["seed"])
-        module_name = IMPLEMENTATIONS[(spec["framework"], spec["api"])]
-        os.environ.update(IMPORT_ENVIRONMENT.get((spec["framework"], spec["api"]), {}))
+        pair = (spec["framework"], spec["api"])
+        problem = precision_problem(*pair, spec["precision"], spec["device"])
+        if problem:  # known without importing anything
+            raise Unsupported(f"precision {spec['precision']} on {spec['device']}: {problem}")
+        precision_env = apply_precision_env(spec["precision"])
+        module_name = IMPLEMENTATIONS[pair]
+        os.environ.update(IMPORT_ENVIRONMENT.get(pair, {}))
+        metrics["environment"] = {**IMPORT_ENVIRONMENT.get(pair, {}), **precision_env}
 
         emit("import", module=module_name)
         t = time.perf_counter()
@@ -279,6 +387,8 @@ class _Trainer:
         options["data_layout"] = impl.data_layout
         metrics["options"] = {**spec["options"], **options}
         metrics["device"]["name"] = impl.device_name()
+        if impl.gpu:
+            metrics["device"]["libraries"] = impl.gpu_libraries()
 
         ds = spec["dataset"]
         t = time.perf_counter()
@@ -296,7 +406,8 @@ class _Trainer:
         metrics["hyperparameters"] = {
             "batch_size": bs, "epochs": spec["epochs"], "learning_rate": spec["learning_rate"],
             "optimizer": spec["optimizer"], "optimizer_params": ADAM, "seed": spec["seed"],
-            "warmup_steps": spec["warmup_steps"], "precision": spec["precision"]}
+            "warmup_steps": spec["warmup_steps"], "precision": spec["precision"],
+            "window_steps": spec["window_steps"]}
 
         model_spec = MODELS[spec["workload"]]
         emit("build", workload=model_spec.name)
@@ -304,21 +415,22 @@ class _Trainer:
         params, build_s = clock.time(impl.build, model_spec)
         metrics["model"] = {"parameters": int(params), "expected_parameters": model_spec.parameters,
                             **initial_predictions(impl, x_test[:bs], y_test[:bs])}
+        metrics["precision"] = {"policy": spec["precision"], "environment": precision_env,
+                                "effective": impl.precision_settings()}
 
-        # Warm-up: real training steps on the first batches, identical for every
-        # framework; the first one (trace/compile) is reported on its own.
-        warm_n = min(spec["warmup_steps"] * bs, n_train)
-        _, first_step_s = clock.time(impl.train_epoch, x_train[:bs], y_train[:bs], bs)
-        _, rest_s = clock.time(impl.train_epoch, x_train[bs:warm_n], y_train[bs:warm_n], bs) \
-            if warm_n > bs else (None, 0.0)
-        emit("warmup", first_step_s=round(first_step_s, 4), warmup_s=round(first_step_s + rest_s, 4))
+        first_step_s, warmup_s, warmed = warm_up(impl, clock, spec, (x_train, y_train), (x_test, y_test))
+        metrics["warmup"] = warmed
+        emit("warmup", first_step_s=round(first_step_s, 4), warmup_s=round(warmup_s, 4))
 
         epochs = []
+        windows = impl.step_windows
         for epoch in range(1, spec["epochs"] + 1):
             # Same order in every framework: a permutation drawn from the run's seed.
             order = np.random.default_rng(spec["seed"] + epoch).permutation(n_train)
             xe, ye = x_train[order], y_train[order]
-            (loss, acc), train_s = clock.time(impl.train_epoch, xe, ye, bs)
+            emit("timed", phase="begin", epoch=epoch)  # the host's energy counter brackets these
+            (loss, acc), train_s = clock.time(windowed(impl.train_epoch, windows), xe, ye, bs)
+            emit("timed", phase="end", epoch=epoch, images=n_train)
             record = {"epoch": epoch, "train_s": train_s, "images_per_s": n_train / train_s,
                       "loss": float(loss), "accuracy": float(acc),
                       "test_loss": None, "test_accuracy": None, "test_s": None}
@@ -336,10 +448,62 @@ class _Trainer:
         metrics["test"] = {"loss": last["test_loss"], "accuracy": last["test_accuracy"]}
         metrics["timing"] = {
             "import_s": import_s, "data_load_s": data_load_s, "build_s": build_s,
-            "first_step_s": first_step_s, "warmup_s": first_step_s + rest_s,
+            "first_step_s": first_step_s, "warmup_s": warmup_s,
             "train_total_s": train_total_s, "test_s": last["test_s"],
             "images_per_s": n_train * len(epochs) / train_total_s,
             "test_images_per_s": len(x_test) / last["test_s"] if last["test_s"] else 0.0,
         }
-        metrics["memory"] = {"peak_device_mb": impl.peak_device_memory_mb()}
+        metrics["steady_state"] = steady_state(windows, bs)
+        metrics["memory"] = device_memory(impl)
         metrics["status"] = "ok"
+
+
+def windowed(train_epoch, windows: StepWindows):
+    """train_epoch with the steady-state windows counting (from inside the clock's start)."""
+    def timed_epoch(*args):
+        windows.begin()
+        try:
+            return train_epoch(*args)
+        finally:
+            windows.end()
+    return timed_epoch
+
+
+def warm_up(impl: Implementation, clock: Clock, spec: dict, train: tuple, test: tuple
+            ) -> tuple[float, float, dict]:
+    """Untimed by the epochs: real training steps on the first batches (the first one, where
+    tracing and compiling happen, reported on its own), then one step at the training tail's
+    size and an evaluation at every evaluation batch size, so that no batch shape of the timed
+    region (its tail batch, the test set's tail) is compiled or autotuned inside the clock."""
+    (x, y), (xt, yt) = train, test
+    bs, n = spec["batch_size"], len(x)
+    warm_n = min(spec["warmup_steps"] * bs, n)
+    _, first_step_s = clock.time(impl.train_epoch, x[:bs], y[:bs], bs)
+    rest_s = clock.time(impl.train_epoch, x[bs:warm_n], y[bs:warm_n], bs)[1] if warm_n > bs else 0.0
+    train_sizes, eval_sizes = batch_sizes(n, bs), batch_sizes(len(xt), bs)
+    tails = [size for size in train_sizes if size < min(bs, n)]  # min(bs, n) ran above
+    for size in tails:
+        rest_s += clock.time(impl.train_epoch, x[:size], y[:size], bs)[1]
+    for size in eval_sizes:
+        rest_s += clock.time(impl.evaluate, xt[:size], yt[:size], bs)[1]
+    return first_step_s, first_step_s + rest_s, {
+        "train_steps": -(-warm_n // bs) + len(tails),
+        "train_batch_sizes": train_sizes, "eval_batch_sizes": eval_sizes}
+
+
+def steady_state(windows: StepWindows, batch_size: int) -> dict:
+    """Median and spread of the windows' throughput; None figures when no epoch held a whole
+    window (the whole-epoch figure is then the only one)."""
+    rates = sorted(windows.steps * batch_size / s for s in windows.window_s if s > 0)
+    result: dict = {"window_steps": windows.steps, "windows": len(rates),
+                    "window_s": [round(s, 6) for s in windows.window_s],
+                    "images_per_s_median": None, "images_per_s_cv": None,
+                    "images_per_s_min": None, "images_per_s_max": None}
+    if rates:
+        mean = sum(rates) / len(rates)
+        sd = (sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)) ** 0.5 if len(rates) > 1 else 0.0
+        mid = len(rates) // 2
+        median = rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+        result.update(images_per_s_median=median, images_per_s_cv=sd / mean,
+                      images_per_s_min=rates[0], images_per_s_max=rates[-1])
+    return result

@@ -71,6 +71,12 @@ METRICS: tuple[Metric, ...] = (
            column=True, best=True, statistics=True, compare=True),
     Metric("images_per_s", ("timing", "images_per_s"), "Throughput", "img/s", higher_is_better=True,
            digits=0, headline=True, column=True, best=True, statistics=True, compare=True),
+    # the median of timed windows of K steps inside the epochs (workloads/harness.py StepWindows):
+    # no epoch start-up, no tail batch, no evaluation in it
+    Metric("steady_images_per_s", ("steady_state", "images_per_s_median"), "Steady-state throughput",
+           "img/s", higher_is_better=True, digits=0, column=True, best=True, statistics=True,
+           compare=True),
+    Metric("steady_window_cv", ("steady_state", "images_per_s_cv"), "Window CV", digits=3),
     Metric("first_step_s", ("timing", "first_step_s"), "First step", "s", higher_is_better=False,
            digits=3, column=True),
     # sub-second evaluations: the spread over repeats needs a third decimal

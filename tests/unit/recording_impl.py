@@ -1,0 +1,39 @@
+"""A framework file for tests: numpy only, it records every batch it is called with (and
+each device synchronisation) so a test can compare what the warm-up saw with the timed
+region. Registered in place of a real framework by monkeypatching the registry."""
+import numpy as np
+
+from workloads.harness import Implementation as Base
+from workloads.harness import batches
+
+CALLS: list[tuple] = []   # ("train" | "eval", batch size) and ("sync",), in call order
+
+
+class Implementation(Base):
+    framework, api = "pytorch", "eager"
+
+    def version(self):
+        return "0-recording"
+
+    def configure(self):
+        return {"recording": True}
+
+    def build(self, model):
+        self.classes = model.classes
+        return model.parameters
+
+    def train_epoch(self, x, y, batch_size):
+        for s in self.train_batches(len(x), batch_size):
+            CALLS.append(("train", len(x[s])))
+        return 1.0, 0.5
+
+    def evaluate(self, x, y, batch_size):
+        for s in batches(len(x), batch_size):
+            CALLS.append(("eval", len(x[s])))
+        return 1.0, 0.5
+
+    def logits(self, x):
+        return np.zeros((len(x), self.classes))
+
+    def synchronize(self):
+        CALLS.append(("sync",))

@@ -472,23 +472,34 @@ def windowed(train_epoch, windows: StepWindows):
 def warm_up(impl: Implementation, clock: Clock, spec: dict, train: tuple, test: tuple
             ) -> tuple[float, float, dict]:
     """Untimed by the epochs: real training steps on the first batches (the first one, where
-    tracing and compiling happen, reported on its own), then one step at the training tail's
-    size and an evaluation at every evaluation batch size, so that no batch shape of the timed
-    region (its tail batch, the test set's tail) is compiled or autotuned inside the clock."""
+    tracing and compiling happen, reported on its own), then calls shaped like the timed ones
+    (full batches then the tail, in one call), in training and in evaluation, so that no
+    batch shape, and no call shape, of the timed region is compiled or autotuned inside the
+    clock. Call shapes matter too: Keras gives a data set whose length is a multiple of the
+    batch a static batch dimension and any other length a dynamic one, traced apart."""
     (x, y), (xt, yt) = train, test
     bs, n = spec["batch_size"], len(x)
-    warm_n = min(spec["warmup_steps"] * bs, n)
     _, first_step_s = clock.time(impl.train_epoch, x[:bs], y[:bs], bs)
-    rest_s = clock.time(impl.train_epoch, x[bs:warm_n], y[bs:warm_n], bs)[1] if warm_n > bs else 0.0
-    train_sizes, eval_sizes = batch_sizes(n, bs), batch_sizes(len(xt), bs)
-    tails = [size for size in train_sizes if size < min(bs, n)]  # min(bs, n) ran above
-    for size in tails:
-        rest_s += clock.time(impl.train_epoch, x[:size], y[:size], bs)[1]
-    for size in eval_sizes:
-        rest_s += clock.time(impl.evaluate, xt[:size], yt[:size], bs)[1]
+    rest_s, steps = 0.0, 1
+    if n > bs and (spec["warmup_steps"] > 1 or n % bs):  # else the first step was an epoch's shape
+        rest = like_an_epoch(n, bs, (spec["warmup_steps"] - 1) * bs)
+        pick = (np.arange(rest) + bs) % n  # the batches after the first, wrapping round
+        rest_s += clock.time(impl.train_epoch, x[pick], y[pick], bs)[1]
+        steps += -(-rest // bs)
+    m = like_an_epoch(len(xt), bs, bs)
+    rest_s += clock.time(impl.evaluate, xt[:m], yt[:m], bs)[1]
     return first_step_s, first_step_s + rest_s, {
-        "train_steps": -(-warm_n // bs) + len(tails),
-        "train_batch_sizes": train_sizes, "eval_batch_sizes": eval_sizes}
+        "train_steps": steps, "train_batch_sizes": batch_sizes(n, bs),
+        "eval_batch_sizes": batch_sizes(m, bs)}
+
+
+def like_an_epoch(n: int, batch_size: int, at_least: int) -> int:
+    """A length that splits into batches the way n does (whole batches, then n's tail),
+    with at least one whole batch and about `at_least` samples; n itself when n <= batch."""
+    if n <= batch_size:
+        return n
+    whole = min(max(at_least // batch_size, 1), n // batch_size)
+    return whole * batch_size + n % batch_size
 
 
 def steady_state(windows: StepWindows, batch_size: int) -> dict:

@@ -13,6 +13,7 @@ def cmd_plan(args) -> int:
     """The plan for this host by default, as `run` would check it: every backend runs here
     today, so a plan that passes must not fail on `run`. --other-host turns what this host
     lacks (cpus, cpuset) into warning lines, for a suite meant for another machine."""
+    from orchestrator.execution.runner import unsupported
     from orchestrator.plan.rules import Target
     from orchestrator.plan.suite import format_plan, load_suite
 
@@ -23,6 +24,10 @@ def cmd_plan(args) -> int:
     for line in suite.warnings:
         warn(line)
     say(format_plan(suite))
+    for run in suite.runs:  # recorded as such by `run`, never started (contract.registry)
+        reason = unsupported(run)
+        if reason:
+            say(f"{run.run_id}: unsupported, will not run: {reason}")
     if args.json:
         say(json.dumps([run.to_dict() for run in suite.runs], indent=2))
     return 0
@@ -31,7 +36,7 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from orchestrator.cli.bundle import verified_line
     from orchestrator.execution.backends import select_backend, use_existing_environments
-    from orchestrator.execution.resume import finished_ok, load_plan, resume_suite
+    from orchestrator.execution.resume import load_plan, recorded_outcome, resume_suite
     from orchestrator.execution.runner import run_suite
     from orchestrator.plan.suite import load_suite
     from orchestrator.results.directory import ResultsDir
@@ -60,8 +65,12 @@ def cmd_run(args) -> int:
                             say=say)
     say(f"Report: {results.path / 'report.html'}")
     verify_code, verify_lines = verified_line(results.path)
-    outcomes = ["ok" if finished_ok(results, run.run_id) else "not ok" for run in suite.runs]
-    bad = [o for o in outcomes if o != "ok"]
+    outcomes = [recorded_outcome(results, run.run_id) for run in suite.runs]
+    # a policy a framework cannot do is a finding of the suite, not a failure of it
+    skipped = outcomes.count("unsupported")
+    bad = [o for o in outcomes if o not in ("ok", "unsupported")]
+    if skipped:
+        say(f"{skipped} of {len(outcomes)} run(s) unsupported by their framework (reasons in the report).")
     if bad:
         say(f"{len(bad)} of {len(outcomes)} run(s) did not finish ok (see the report).")
     for line in verify_lines:  # last: the path a user publishes, and whether it is intact

@@ -59,10 +59,6 @@ def recorded_outcome(results: ResultsDir, run_id: str) -> str | None:
     return record.get("outcome") if isinstance(record, dict) else None
 
 
-def finished_ok(results: ResultsDir, run_id: str) -> bool:
-    return recorded_outcome(results, run_id) == "ok"
-
-
 def pending_runs(results: ResultsDir, suite: Suite) -> list[str]:
     """Runs --resume must (re)run: no outcome yet, or the orchestrator's own `error`."""
     return [run.run_id for run in suite.runs

@@ -6,7 +6,10 @@ import numpy as np
 from workloads.harness import Implementation as Base
 from workloads.harness import batches
 
-CALLS: list[tuple] = []   # ("train" | "eval", batch size) and ("sync",), in call order
+# ("train" | "eval", batch size) per batch, ("train_call" | "eval_call", its batch sizes) per
+# call (a call's shape: Keras traces a length that is a multiple of the batch apart from one
+# that is not) and ("sync",), in call order
+CALLS: list[tuple] = []
 
 
 class Implementation(Base):
@@ -23,13 +26,19 @@ class Implementation(Base):
         return model.parameters
 
     def train_epoch(self, x, y, batch_size):
+        sizes = []
         for s in self.train_batches(len(x), batch_size):
             CALLS.append(("train", len(x[s])))
+            sizes.append(len(x[s]))
+        CALLS.append(("train_call", tuple(sorted(set(sizes)))))
         return 1.0, 0.5
 
     def evaluate(self, x, y, batch_size):
+        sizes = []
         for s in batches(len(x), batch_size):
             CALLS.append(("eval", len(x[s])))
+            sizes.append(len(x[s]))
+        CALLS.append(("eval_call", tuple(sorted(set(sizes)))))
         return 1.0, 0.5
 
     def logits(self, x):

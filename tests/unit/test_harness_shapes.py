@@ -28,11 +28,12 @@ def run_recorded(tmp_path, monkeypatch, train, test, batch, epochs=2, window=5):
     return metrics, list(recording_impl.CALLS)
 
 
-def unwarmed_shapes(calls) -> set:
-    """(kind, batch size) pairs called after the warm-up that the warm-up never called."""
+def unwarmed_shapes(calls, kinds=("train", "eval")) -> set:
+    """(kind, batch size) pairs called after the warm-up that the warm-up never called;
+    with kinds=("train_call", "eval_call"), call shapes (the batch sizes of one call)."""
     end = calls.index(("event", "warmup"))
-    warm = {c for c in calls[:end] if c[0] in ("train", "eval")}
-    timed = {c for c in calls[end:] if c[0] in ("train", "eval")}
+    warm = {c for c in calls[:end] if c[0] in kinds}
+    timed = {c for c in calls[end:] if c[0] in kinds}
     return timed - warm
 
 
@@ -45,6 +46,7 @@ def unwarmed_shapes(calls) -> set:
 def test_every_timed_batch_shape_was_warmed_up(tmp_path, monkeypatch, train, test, batch):
     metrics, calls = run_recorded(tmp_path, monkeypatch, train, test, batch)
     assert unwarmed_shapes(calls) == set()
+    assert unwarmed_shapes(calls, ("train_call", "eval_call")) == set()
     assert metrics["warmup"]["train_batch_sizes"] == harness.batch_sizes(train, batch)
     assert metrics["warmup"]["eval_batch_sizes"] == harness.batch_sizes(test, batch)
 
@@ -58,6 +60,24 @@ def test_the_check_fails_for_a_warm_up_of_full_batches_only(tmp_path, monkeypatc
     monkeypatch.setattr(harness, "warm_up", full_batches_only)
     _, calls = run_recorded(tmp_path, monkeypatch, 1000, 300, 128)
     assert unwarmed_shapes(calls) == {("train", 104), ("eval", 128), ("eval", 44)}
+
+
+def test_the_check_fails_for_tail_shapes_warmed_up_in_calls_of_their_own(tmp_path, monkeypatch):
+    """Every batch shape warmed up, but the tail alone in its call: a timed epoch (whole
+    batches and a tail in one call) is a call shape Keras traces, and XLA compiles, anew."""
+    def tails_apart(impl, clock, spec, train, test):
+        (x, y), (xt, yt), bs = train, test, spec["batch_size"]
+        _, first = clock.time(impl.train_epoch, x[:bs], y[:bs], bs)
+        for size in harness.batch_sizes(len(x), bs):
+            clock.time(impl.train_epoch, x[:size], y[:size], bs)
+        for size in harness.batch_sizes(len(xt), bs):
+            clock.time(impl.evaluate, xt[:size], yt[:size], bs)
+        return first, first, {}
+    monkeypatch.setattr(harness, "warm_up", tails_apart)
+    _, calls = run_recorded(tmp_path, monkeypatch, 1000, 300, 128)
+    assert unwarmed_shapes(calls) == set()
+    assert unwarmed_shapes(calls, ("train_call", "eval_call")) == {("train_call", (104, 128)),
+                                                                   ("eval_call", (44, 128))}
 
 
 def test_steady_state_windows_synchronise_at_their_edges_only(tmp_path, monkeypatch):

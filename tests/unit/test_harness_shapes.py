@@ -101,3 +101,28 @@ def test_an_epoch_shorter_than_one_window_gives_no_steady_state_figure(tmp_path,
     metrics, _ = run_recorded(tmp_path, monkeypatch, 100, 50, 10, epochs=1, window=20)
     assert metrics["steady_state"]["windows"] == 0
     assert metrics["steady_state"]["images_per_s_median"] is None
+
+
+@pytest.mark.parametrize("error,status", [
+    ("CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),                       # PyTorch
+    ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8589934592 bytes", "oom"),  # XLA/JAX
+    ("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)", "oom"),          # cuBLAS
+    ("OOM when allocating tensor with shape[8192,32,26,26]: ResourceExhaustedError", "oom"),  # TF
+    ("cudaMalloc retry failed: cudaErrorMemoryAllocation", "oom"),                    # MXNet
+    ("shape mismatch in dense layer", "failed"),
+])
+def test_a_device_out_of_memory_is_oom_with_its_peak_kept(tmp_path, monkeypatch, error, status):
+    monkeypatch.setitem(harness.IMPLEMENTATIONS, ("pytorch", "eager"), "tests.unit.recording_impl")
+    monkeypatch.setattr(harness, "emit", lambda event, **f: None)
+    spec = harness.validate_spec({
+        "schema_version": 1, "run_id": "oom", "framework": "pytorch", "api": "eager",
+        "workload": "mnist_cnn", "dataset": {"name": "fashion-mnist", "synthetic": True,
+                                              "train_limit": 256, "test_limit": 128},
+        "batch_size": 128, "epochs": 1, "learning_rate": 0.001, "optimizer": "adam",
+        "seed": 1, "device": "cpu", "options": {"raise": error}})
+    code = harness.run(spec, str(tmp_path))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["status"], code) == (status, harness.EXIT_OOM if status == "oom" else harness.EXIT_FAILED)
+    if status == "oom":
+        assert metrics["memory"]["peak_device_mb"] == 123.0
+        assert metrics["memory"]["peak_device_kind"] == "recorded: a fixed figure"

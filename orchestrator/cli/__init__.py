@@ -26,6 +26,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli.bundle import add_bundle_commands
     from orchestrator.cli.data import add_data_commands
+    from orchestrator.cli.doctor import add_doctor_command
     from orchestrator.cli.images import add_image_commands, add_sysinfo_command
     from orchestrator.cli.suite import add_suite_commands
     from orchestrator.images.context import dlbench_version
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_commands(sub)     # images build | base
     add_data_commands(sub)      # data list | fetch | import | verify
     add_sysinfo_command(sub)
+    add_doctor_command(sub)     # doctor [SUITE]
     return parser
 
 

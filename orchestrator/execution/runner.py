@@ -19,8 +19,9 @@ from orchestrator import report
 from orchestrator.analysis.summary import summarize
 from orchestrator.datasets import provenance
 from orchestrator.errors import DlbenchError, EnvironmentUnavailable
-from orchestrator.execution import monitor
+from orchestrator.execution import monitor, sysinfo
 from orchestrator.execution.backends.base import Backend, Execution
+from orchestrator.images import gpu_compat
 from orchestrator.plan.suite import PlannedRun, Suite
 from orchestrator.results import bundle, lock, nofollow
 from orchestrator.results.directory import ResultsDir, RunDir, classify, now_iso, read_metrics, schema_error
@@ -131,6 +132,20 @@ def unsupported(run: PlannedRun) -> str | None:
     return f"precision {run.spec['precision']} on {run.spec['device']}: {problem}" if problem else None
 
 
+def refuse_unrunnable(framework: str, flavour: str, runs: list[PlannedRun]) -> None:
+    """Before anything is built: an image whose CUDA needs a newer driver, or whose kernels
+    do not cover the GPUs its runs will use, raises EnvironmentUnavailable."""
+    if flavour == "cpu":
+        return
+    host = sysinfo.gpus()
+    wanted = {str(g) for r in runs for g in (r.gpus or [])}
+    used = host if any(not r.gpus for r in runs) else \
+        [g for g in host if str(g.get("index")) in wanted or g.get("uuid") in wanted]
+    problem = gpu_compat.environment_problem(framework, flavour, used)
+    if problem:
+        raise EnvironmentUnavailable(problem)
+
+
 def _record_environments(results: ResultsDir, environments: dict[str, dict]) -> None:
     """images.json: the environments prepared now, over those an earlier attempt recorded."""
     previous = results.path / "images.json"
@@ -149,6 +164,8 @@ def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict
         say(f"Preparing {key} ({backend.name})")
         started = time.monotonic()
         try:
+            refuse_unrunnable(run.framework, run.flavour, [r for r in runs if r.flavour == run.flavour
+                                                           and r.framework == run.framework])
             environments[key] = backend.prepare(run.framework, run.flavour,
                                                 lambda line: say(f"    {line}"))
             say(f"    ready in {time.monotonic() - started:.0f} s")

@@ -10,6 +10,7 @@ One module per job, each importing only those above it in this list:
                  build-inputs/, and the `docker build` command line for a build by hand
     base.py      the base image: found, pulled, or made locally with mmdebstrap
     build.py     ensure_image / require_image / image_status through the docker SDK
+    gpu_compat.py  whether a cuda image runs on the host's GPUs (driver branch, architectures)
 
 This package re-exports what callers use; it holds no code of its own.
 """
@@ -39,6 +40,7 @@ from orchestrator.images.context import (
     compute_inputs_sha256,
     docker_build_command,
 )
+from orchestrator.images.gpu_compat import environment_problem
 from orchestrator.images.locks import (
     BUILD_TOOLS,
     LockedRequirement,
@@ -69,7 +71,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BuildOptions", "FlavourSpec", "ImageInfo", "ImageSpec", "LockedRequirement", "Progress",
     "build_tools_requirements", "by_hand_notes", "compile_cache_dir", "compute_inputs_sha256",
-    "default_base_tarball", "docker_build_command", "ensure_image", "get_spec", "host_pip_settings",
-    "image_status", "image_tag", "load_images", "make_base_image", "normalize_name", "parse_lock",
-    "require_image", "resolve_base", "select_wheels",
+    "default_base_tarball", "docker_build_command", "ensure_image", "environment_problem", "get_spec",
+    "host_pip_settings", "image_status", "image_tag", "load_images", "make_base_image", "normalize_name",
+    "parse_lock", "require_image", "resolve_base", "select_wheels",
 ]

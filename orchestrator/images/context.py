@@ -68,7 +68,7 @@ def context_files(spec: ImageSpec, flavour: FlavourSpec) -> dict[str, Path]:
 
 def build_args(spec: ImageSpec, flavour: FlavourSpec, base: str, lock_sha: str) -> dict[str, str]:
     """The Dockerfile's build arguments for one image: everything images.yaml gives it."""
-    return {
+    args = {
         "BASE_IMAGE": base,
         "FRAMEWORK": spec.framework,
         "DEFAULT_API": spec.default_api,
@@ -80,6 +80,11 @@ def build_args(spec: ImageSpec, flavour: FlavourSpec, base: str, lock_sha: str) 
         "SYSTEM_PACKAGES": " ".join(spec.system_packages),
         "SOURCE_BUILDS": ",".join(spec.source_builds),
     }
+    if flavour.cuda is not None:  # the runtime-cuda stage: its labels and NVIDIA_REQUIRE_CUDA
+        args.update({"CUDA_VERSION": flavour.cuda, "CUDNN_VERSION": flavour.cudnn or "",
+                     "MIN_DRIVER": flavour.min_driver or "",
+                     "CUDA_ARCHES": ",".join(flavour.cuda_arches), "CUDA_PTX": flavour.ptx or "none"})
+    return args
 
 
 def dlbench_version() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -32,7 +33,9 @@ class FlavourSpec:
     lock: Path                # absolute path of the requirements .txt
     cuda: str | None = None
     cudnn: str | None = None
-    min_driver: str | None = None
+    min_driver: str | None = None     # oldest NVIDIA driver branch its CUDA runs on, e.g. "580"
+    cuda_arches: tuple[str, ...] = ()  # compute capabilities its kernels are built for (SASS)
+    ptx: str | None = None            # the compute capability of the PTX it carries, if any
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,15 @@ _IMAGE_KEYS = {"framework_version", "python", "apis", "flavours", "system_packag
                "source_builds", "compile_cache"}
 _DEB_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _PKG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_FLAVOUR_KEYS = {"base", "lock", "cuda", "cudnn", "min_driver"}
+_FLAVOUR_KEYS = {"base", "lock", "cuda", "cudnn", "min_driver", "cuda_arches", "ptx"}
+_CUDA_ONLY_KEYS = ("cuda", "cudnn", "min_driver", "cuda_arches", "ptx")
+_MINOR_RE = re.compile(r"^[0-9]+\.[0-9]+$")          # 12.9, and compute capabilities: 8.6
+_DRIVER_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,2}$")  # a branch (580) or a full 580.65.06
+
+
+def version_key(text: str) -> tuple[int, ...]:
+    """'8.6' -> (8, 6), '580.65.06' -> (580, 65, 6): versions compared as numbers."""
+    return tuple(int(part) for part in text.split("."))
 
 
 def _name_list(path, where, entry, key, pattern) -> tuple[str, ...]:
@@ -71,7 +82,7 @@ def _name_list(path, where, entry, key, pattern) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _fail(path: Path, where: str, message: str):
+def _fail(path: Path, where: str, message: str) -> NoReturn:
     raise DlbenchError(f"{path}: {where}: {message}")
 
 
@@ -92,6 +103,32 @@ def _unknown_keys(path, where, mapping, allowed):
     extra = sorted(set(mapping) - allowed)
     if extra:
         _fail(path, f"{where}.{extra[0]}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _cuda_fields(path: Path, where: str, flavour: str, fl: dict) -> dict:
+    """A cuda flavour's CUDA, cuDNN, driver and GPU architectures (all required); none of
+    them on another flavour."""
+    if flavour != "cuda":
+        for key in _CUDA_ONLY_KEYS:
+            if key in fl:
+                _fail(path, f"{where}.{key}", "only a cuda flavour has this field")
+        return {}
+    fields = {key: _str_field(path, where, fl, key, _MINOR_RE, ' (major.minor, e.g. "12.9")')
+              for key in ("cuda", "cudnn")}
+    fields["min_driver"] = _str_field(path, where, fl, "min_driver", _DRIVER_RE,
+                                      ' (a driver branch such as "580")')
+    arches = fl.get("cuda_arches")
+    if (not isinstance(arches, list) or not arches
+            or not all(isinstance(a, str) and _MINOR_RE.match(a) for a in arches)):
+        _fail(path, f"{where}.cuda_arches", 'must be a non-empty list of compute capabilities '
+              'such as ["8.0", "9.0"] (quoted)')
+    if sorted(set(arches), key=version_key) != arches:
+        _fail(path, f"{where}.cuda_arches", "must list each compute capability once, oldest first")
+    ptx = fl.get("ptx")
+    if ptx is not False and not (isinstance(ptx, str) and _MINOR_RE.match(ptx)):
+        _fail(path, f"{where}.ptx", 'must be false (no PTX) or the compute capability of the '
+              f'PTX the image carries, e.g. "9.0" (quoted), got {ptx!r}')
+    return {**fields, "cuda_arches": tuple(arches), "ptx": ptx or None}
 
 
 def load_images(path: Path | str | None = None, check_locks: bool = True) -> dict[str, ImageSpec]:
@@ -154,10 +191,7 @@ def load_images(path: Path | str | None = None, check_locks: bool = True) -> dic
                 _fail(path, f"{fwhere}.lock", f"{lock_name!r}: a .txt file name next to the Dockerfile")
             if check_locks and not lock.is_file():
                 _fail(path, f"{fwhere}.lock", f"{lock} does not exist (run `python docker/lock.py`)")
-            cuda = _str_field(path, fwhere, fl, "cuda", required=name == "cuda")
-            cudnn = _str_field(path, fwhere, fl, "cudnn", required=name == "cuda")
-            min_driver = _str_field(path, fwhere, fl, "min_driver", required=False)
-            fspecs[name] = FlavourSpec(name, base, lock, cuda, cudnn, min_driver)
+            fspecs[name] = FlavourSpec(name, base, lock, **_cuda_fields(path, fwhere, name, fl))
         if not fspecs:
             _fail(path, f"{where}.flavours", "at least one flavour must be available")
         compile_cache = entry.get("compile_cache", False)

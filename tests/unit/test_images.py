@@ -14,6 +14,7 @@ from orchestrator import images
 from orchestrator.errors import DlbenchError
 from orchestrator.fileio import sha256_file
 from orchestrator.images import context
+from orchestrator.images.spec import version_key
 from orchestrator.paths import DOCKER_DIR, REPO_ROOT
 
 SPECS = images.load_images()
@@ -118,6 +119,43 @@ def test_cuda_versions_recorded_match_the_lock(framework, flavour):
     assert runtime.startswith(fl.cuda.split(".")[0] + "."), (runtime, fl.cuda)
 
 
+@pytest.mark.parametrize("framework", [fw for fw, fl in FLAVOURS if fl == "cuda"])
+def test_cuda_images_record_their_gpu_support(framework):
+    """Every cuda image names the driver branch and GPU architectures it needs (gpu_compat
+    refuses a host outside them), and passes them to its build."""
+    fl = SPECS[framework].flavours["cuda"]
+    assert re.fullmatch(r"[0-9]{3}", fl.min_driver or "")
+    assert fl.cuda_arches and all(re.fullmatch(r"[0-9]+\.[0-9]", a) for a in fl.cuda_arches)
+    assert fl.ptx is None or version_key(fl.ptx) >= version_key(fl.cuda_arches[0])
+    args = context.build_args(SPECS[framework], fl, fl.base, "0" * 64)
+    assert {k: args[k] for k in ("CUDA_VERSION", "CUDNN_VERSION", "MIN_DRIVER", "CUDA_ARCHES", "CUDA_PTX")} == {
+        "CUDA_VERSION": fl.cuda, "CUDNN_VERSION": fl.cudnn, "MIN_DRIVER": fl.min_driver,
+        "CUDA_ARCHES": ",".join(fl.cuda_arches), "CUDA_PTX": fl.ptx or "none"}
+
+
+def test_cpu_images_get_no_cuda_build_args():
+    for framework, flavour in FLAVOURS:
+        if flavour == "cpu":
+            fl = SPECS[framework].flavours["cpu"]
+            args = context.build_args(SPECS[framework], fl, fl.base, "0" * 64)
+            assert not {"CUDA_VERSION", "MIN_DRIVER", "CUDA_ARCHES"} & set(args), framework
+            assert fl.cuda is None and fl.min_driver is None and fl.cuda_arches == () and fl.ptx is None
+
+
+def test_the_dockerfile_makes_the_toolkit_refuse_an_old_driver():
+    """Only a cuda image carries NVIDIA_REQUIRE_CUDA (the last stage is picked by FLAVOUR), with
+    its two constraints ANDed by a comma: a space would OR them, and refuse nothing."""
+    text = (DOCKER_DIR / "Dockerfile").read_text()
+    cuda_stage = text[text.index("FROM runtime AS runtime-cuda"):text.index("FROM runtime AS runtime-cpu")]
+    assert 'ENV NVIDIA_REQUIRE_CUDA="cuda>=${CUDA_VERSION},driver>=${MIN_DRIVER}"' in cuda_stage
+    for label in ("org.dlbench.cuda=", "org.dlbench.cudnn=", "org.dlbench.min-driver=",
+                  "org.dlbench.cuda-arches=", "org.dlbench.ptx="):
+        assert label in cuda_stage
+    assert text.count("NVIDIA_REQUIRE_CUDA") == 1
+    assert text.rstrip().endswith("FROM runtime-${FLAVOUR}")
+    assert re.search(r"^ARG FLAVOUR=cpu$", text[:text.index("FROM ")], re.MULTILINE)  # global: FROM sees it
+
+
 def test_one_dockerfile_builds_every_framework():
     text = (DOCKER_DIR / "Dockerfile").read_text()
     assert not re.search(r"^RUN\s+--mount", text, re.MULTILINE)  # classic builder builds it
@@ -203,6 +241,21 @@ def _set(*keys, value=None, delete=False):
      "images.chainer.flavours.cuda.unavailable"),
     (_set("images", "chainer", "flavours", value={"cuda": {"unavailable": "no wheels"}}),
      "images.chainer.flavours"),
+    (_set("images", "pytorch", "flavours", "cuda", "min_driver", delete=True),
+     "images.pytorch.flavours.cuda.min_driver"),
+    (_set("images", "pytorch", "flavours", "cuda", "min_driver", value="580.x"),
+     "images.pytorch.flavours.cuda.min_driver"),
+    (_set("images", "pytorch", "flavours", "cuda", "cuda", value="13"), "images.pytorch.flavours.cuda.cuda"),
+    (_set("images", "mxnet", "flavours", "cuda", "cuda_arches", delete=True),
+     "images.mxnet.flavours.cuda.cuda_arches"),
+    (_set("images", "mxnet", "flavours", "cuda", "cuda_arches", value=[8.0, 8.6]),
+     "images.mxnet.flavours.cuda.cuda_arches"),
+    (_set("images", "mxnet", "flavours", "cuda", "cuda_arches", value=["8.6", "8.0"]),
+     "images.mxnet.flavours.cuda.cuda_arches"),
+    (_set("images", "mxnet", "flavours", "cuda", "ptx", value=True), "images.mxnet.flavours.cuda.ptx"),
+    (_set("images", "mxnet", "flavours", "cuda", "ptx", delete=True), "images.mxnet.flavours.cuda.ptx"),
+    (_set("images", "mxnet", "flavours", "cpu", "cuda_arches", value=["8.0"]),
+     "images.mxnet.flavours.cpu.cuda_arches"),
 ])
 def test_bad_images_yaml_names_the_field(tmp_path, change, field):
     path = _write(tmp_path, change)

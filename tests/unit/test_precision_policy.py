@@ -58,15 +58,15 @@ def test_a_matrix_over_precisions_records_unsupported_runs_without_starting_them
     by_outcome: dict[str, list[str]] = {}
     for run_id, record in sorted(runs.items()):
         by_outcome.setdefault(record["outcome"], []).append(run_id)
-    assert len(by_outcome["ok"]) == 2          # pytorch fp32 and bf16 on the CPU
-    assert len(by_outcome["unsupported"]) == 4  # both tf32 (a GPU format), theano bf16
+    assert len(by_outcome["ok"]) == 3          # pytorch fp32 and bf16, theano fp32 on the CPU
+    assert len(by_outcome["unsupported"]) == 3  # both tf32 (a GPU format), theano bf16
     assert sorted(backend.executed()) == sorted(by_outcome["ok"])
     assert ("prepare", "theano/cpu") in backend.calls  # its fp32 run needs the image
     theano_bf16 = next(r for i, r in runs.items() if "theano" in i and "bf16" in i)
     assert theano_bf16["message"] == ("precision bf16 on cpu: Theano has no bfloat16 dtype "
                                       "(no mixed-precision training API)")
     summary = json.loads((results.path / "summary.json").read_text())
-    assert sorted(e["outcome"] for e in summary["runs"]).count("unsupported") == 4
+    assert sorted(e["outcome"] for e in summary["runs"]).count("unsupported") == 3
 
 
 @pytest.mark.parametrize("policy", ["fp32", "tf32", "bf16", "fp16"])
@@ -74,3 +74,31 @@ def test_fp32_alone_forbids_tf32_library_wide(policy, monkeypatch):
     monkeypatch.setenv(harness.TF32_OVERRIDE, "1")  # inherited from somewhere: never trusted
     env = harness.apply_precision_env(policy)
     assert env == {harness.TF32_OVERRIDE: "0" if policy == "fp32" else None}
+
+
+def test_an_image_whose_kernels_miss_the_gpu_is_unavailable_before_it_is_built_fake_nvml(
+        tmp_path, monkeypatch):
+    """MXNet 1.9.1's cu112 wheels carry sm_50..86 kernels and no PTX: on an H100 (sm_90) its
+    runs are `unavailable`, nothing is built, and --resume would not retry them."""
+    from orchestrator.execution import runner, sysinfo
+    from orchestrator.execution.resume import pending_runs
+    h100 = {"index": 0, "uuid": "GPU-fake-h100", "name": "NVIDIA H100 80GB HBM3",
+            "driver": "580.65.06", "compute_capability": "9.0"}
+    monkeypatch.setattr(sysinfo, "gpus", lambda: [h100])  # no NVIDIA GPU here: NVML faked
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(textwrap.dedent("""\
+        name: hopper
+        defaults: {synthetic: true, epochs: 1, train_limit: 256, test_limit: 128, device: gpu}
+        runs:
+          - {framework: mxnet, api: gluon}
+          - {framework: pytorch, api: eager}
+        """))
+    with registered(FakeBackend):
+        backend = FakeBackend()
+        results = runner.run_suite(load_suite(suite_file), backend, tmp_path / "results",
+                                   say=lambda line: None)
+    runs = {d.name: json.loads((d / "run.json").read_text()) for d in (results.path / "runs").iterdir()}
+    mxnet = next(r for i, r in runs.items() if "mxnet" in i)
+    assert mxnet["outcome"] == "unavailable" and "sm_90" in mxnet["message"]
+    assert ("prepare", "mxnet/cuda") not in backend.calls and ("prepare", "pytorch/cuda") in backend.calls
+    assert pending_runs(results, load_suite(suite_file)) == []

@@ -1,15 +1,18 @@
 """Host-side resource monitor for the life of one run -> runs/<id>/monitor.jsonl.
 
 One JSON object per line: t (seconds since the monitor started), cpu_percent
-(100 = one core busy), memory_mb, and where NVML sees GPUs, gpus: [{index,
-util_percent, memory_mb, power_w}]. CPU and memory come from the host sampler of the
-backend that runs the workload (Backend.host_sampler: e.g. an engine's stats API, or
-ProcessTreeSampler below over a process on this host); GPUs from NVML. Without a GPU
-(no driver, NVML init fails) lines simply carry no `gpus`. This module never names a
-backend: each backend hands it its sampler (Backend.monitor_run).
+(100 = one core busy), memory_mb, and where NVML sees the run's GPUs (its `gpus`, else
+every GPU; none for a cpu run), gpus: [{index, util_percent, memory_mb, power_w,
+process_memory_mb}]. CPU and memory come from the host sampler of the backend that runs
+the workload (Backend.host_sampler: e.g. an engine's stats API, or ProcessTreeSampler
+below over a process on this host); GPUs from NVML. Without a GPU (no driver, NVML init
+fails) lines simply carry no `gpus`. On a GPU run, each edge of a timed epoch adds a line
+{t, timed: begin|end, epoch, [images], counters: [{index, energy_mj, power_w}]}: the
+workload's event lines say when (Monitor.observe). This module never names a backend:
+each backend hands it its sampler (Backend.monitor_run).
 
-The summary (peak / mean, GPU energy) is computed from the file afterwards, so it
-can be recomputed from a results directory alone.
+The summary (peak / mean, GPU energy, energy over the timed epochs) is computed from the
+file afterwards, so it can be recomputed from a results directory alone.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import psutil
 
@@ -41,6 +44,9 @@ class HostSampler(Protocol):
 
     def close(self) -> None:
         """Release what read() holds (a stream, a handle); called once, at the end."""
+
+    # optional: pids() -> set[int] | None, the run's process IDs as this host numbers them,
+    # to find the run's own processes among those NVML lists on its GPUs
 
 
 class ProcessTreeSampler:
@@ -73,6 +79,9 @@ class ProcessTreeSampler:
         cpu = max(0.0, (cpu_s - last[1]) / (now - last[0]) * 100) if last and now > last[0] else None
         return {"cpu_percent": cpu, "memory_mb": rss / MB}
 
+    def pids(self) -> set[int]:
+        return {proc.pid for proc in self._tree()}
+
     def close(self) -> None:
         pass
 
@@ -80,36 +89,87 @@ class ProcessTreeSampler:
 # -- GPUs ---------------------------------------------------------------------------
 
 class GpuSampler:
-    """Every GPU NVML sees. `available` is False where NVML cannot initialise (no driver,
-    no GPU): then read() returns [] and nothing is an error."""
+    """The run's GPUs as NVML sees them: `selection` (NVML indices or GPU UUIDs, as the
+    suite's `gpus` gives them) or, when None, every GPU; [] samples none. `available` is
+    False where NVML cannot initialise (no driver, no GPU) or nothing is selected: then
+    read() returns [] and nothing is an error. `resolved`: (NVML index, UUID) of each
+    selected GPU, None where NVML does not know it."""
 
-    def __init__(self, nvml=None):
+    def __init__(self, nvml=None, selection: list | None = None):
+        self.selection = selection
+        self.devices: list[tuple[int, Any]] = []   # (NVML index, handle) sampled
+        self.resolved: list[tuple[int | None, str | None]] = []
+        self.available = False
+        if selection == []:
+            return  # a cpu run: its GPUs are none, whatever the host has
         if nvml is None:
             import pynvml
 
             nvml = pynvml
         self.nvml = nvml
-        self.handles: list = []
         try:
             nvml.nvmlInit()
         except Exception:  # noqa: BLE001 - NVMLError or a missing library: no GPUs here
-            self.available = False
             return
         self.available = True
         try:
-            self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+            entries = list(selection) if selection is not None else list(range(nvml.nvmlDeviceGetCount()))
         except Exception:  # noqa: BLE001
-            self.handles = []
+            entries = []
+        for entry in entries:
+            handle = self._handle(entry)
+            if handle is None:
+                self.resolved.append((None, None))
+                continue
+            index = entry if isinstance(entry, int) else self._try(lambda h=handle: nvml.nvmlDeviceGetIndex(h))
+            # sampled lines name each GPU by its index; one GPU named twice (index and UUID) once
+            if index is not None and index not in (known for known, _ in self.devices):
+                self.devices.append((index, handle))
+            self.resolved.append((index, self._try(lambda h=handle: _text(nvml.nvmlDeviceGetUUID(h)))))
 
-    def read(self) -> list[dict]:
+    def _handle(self, entry):
+        if isinstance(entry, int):
+            return self._try(lambda: self.nvml.nvmlDeviceGetHandleByIndex(entry))
+        return self._try(lambda: self.nvml.nvmlDeviceGetHandleByUUID(entry))
+
+    def missing(self) -> list:
+        """The selected entries NVML does not know (only meaningful when available)."""
+        return [entry for entry, (index, uuid) in zip(self.selection or [], self.resolved)
+                if index is None and uuid is None]
+
+    def read(self, pids: set[int] | None = None) -> list[dict]:
+        """One sample per GPU; process_memory_mb: what the run's processes (`pids`) hold
+        there, None where the driver does not say (or no process of the run is seen)."""
         out = []
-        for index, handle in enumerate(self.handles):
+        for index, handle in self.devices:
             out.append({"index": index,
                         "util_percent": self._try(lambda h=handle: self.nvml.nvmlDeviceGetUtilizationRates(h).gpu),
                         "memory_mb": self._try(lambda h=handle: self.nvml.nvmlDeviceGetMemoryInfo(h).used / MB),
                         # milliwatts; some boards do not report power (NotSupported)
-                        "power_w": self._try(lambda h=handle: self.nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)})
+                        "power_w": self._power_w(handle),
+                        "process_memory_mb": self._process_memory_mb(handle, pids)})
         return out
+
+    def counters(self) -> list[dict]:
+        """Each GPU's total-energy counter (mJ since the driver loaded; None where the board
+        has none) and power now: what the monitor records at a timed epoch's edges."""
+        return [{"index": index,
+                 "energy_mj": self._try(lambda h=handle: int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h))),
+                 "power_w": self._power_w(handle)}
+                for index, handle in self.devices]
+
+    def _power_w(self, handle) -> float | None:
+        return self._try(lambda: self.nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)
+
+    def _process_memory_mb(self, handle, pids: set[int] | None) -> float | None:
+        if not pids:
+            return None
+        processes = self._try(lambda: self.nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
+        used = [getattr(p, "usedGpuMemory", None) for p in processes if getattr(p, "pid", None) in pids]
+        known = [u for u in used if isinstance(u, int)]
+        if not used or len(known) < len(used):  # None: the driver does not say (WDDM, MIG)
+            return None
+        return sum(known) / MB
 
     @staticmethod
     def _try(read):
@@ -124,6 +184,10 @@ class GpuSampler:
                 self.nvml.nvmlShutdown()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- the monitor --------------------------------------------------------------------
@@ -153,19 +217,29 @@ def open_append_regular(path: Path) -> int | None:
 
 
 class Monitor:
-    """Samples `host` (and GPUs) every `interval` seconds into a JSON-lines file.
-    open() / start() / stop() are idempotent; the file is created by open() (or start()),
-    never through a link; stop() on a monitor never started only closes what open() made."""
+    """Samples `host` (and the run's GPUs) every `interval` seconds into a JSON-lines file,
+    and marks each timed epoch's edges there (observe()). open() / start() / stop() are
+    idempotent; the file is created by open() (or start()), never through a link; stop()
+    on a monitor never started only closes what open() made.
+
+    gpus: the run's GPUs (NVML indices or UUIDs; None: every GPU; []: none, a cpu run);
+    nvml: pynvml or a stand-in; gpu_sampler: a ready sampler instead of both."""
 
     def __init__(self, host_sampler_factory: Callable[[], HostSampler], path: Path,
-                 interval: float = DEFAULT_INTERVAL_S, gpu_sampler: GpuSampler | None = None):
+                 interval: float = DEFAULT_INTERVAL_S, gpu_sampler: GpuSampler | None = None,
+                 gpus: list | None = None, nvml=None):
         self._factory = host_sampler_factory
         self.path = Path(path)
         self.interval = float(interval or DEFAULT_INTERVAL_S)
-        self._gpu = gpu_sampler
+        self._gpu_factory = (lambda: gpu_sampler) if gpu_sampler is not None else \
+            (lambda: GpuSampler(nvml, gpus))
+        self.gpu: GpuSampler | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fd: int | None = None
+        self._out: TextIO | None = None
+        self._write_lock = threading.Lock()
+        self._started_at = 0.0
         self._opened = self._started = False
 
     def open(self) -> Monitor:
@@ -181,9 +255,12 @@ class Monitor:
             self._started = True
             self.open()
             if self._fd is not None:  # else refused (a planted link) or unwritable: no samples
-                fd, self._fd = self._fd, None  # the loop owns it now
-                self._thread = threading.Thread(target=self._loop, args=(fd,),
-                                                name=f"monitor-{self.path.parent.name}", daemon=True)
+                fd, self._fd = self._fd, None  # the sampling loop and observe() share it now
+                self._out = os.fdopen(fd, "a", encoding="utf-8")
+                self.gpu = self._gpu_factory()
+                self._started_at = time.monotonic()
+                self._thread = threading.Thread(target=self._loop, name=f"monitor-{self.path.parent.name}",
+                                                daemon=True)
                 self._thread.start()
         return self
 
@@ -191,38 +268,90 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        with self._write_lock:
+            if self._out is not None:
+                try:
+                    self._out.close()
+                except OSError:
+                    pass
+                self._out = None
+        if self.gpu is not None:
+            self.gpu.close()
         if self._fd is not None:  # opened, never started
             os.close(self._fd)
             self._fd = None
 
-    def _loop(self, fd: int) -> None:
+    def gpus_used(self, requested: list | None) -> dict:
+        """run.json's `gpus`: what the run asked for and the GPUs that are, by NVML index and
+        UUID (None where NVML is not there to say)."""
+        gpu = self.gpu
+        if gpu is None or not gpu.available:
+            return {"requested": requested, "indices": None, "uuids": None}
+        return {"requested": requested, "indices": [index for index, _ in gpu.resolved],
+                "uuids": [uuid for _, uuid in gpu.resolved]}
+
+    def observe(self, event: dict) -> None:
+        """An event line of the workload: at each edge of a timed epoch, the GPUs'
+        energy counters and power go into the file (a `timed` line), so the summary can
+        take energy over the timed epochs only."""
+        gpu = self.gpu
+        if gpu is None or not gpu.devices or event.get("event") != "timed":
+            return
+        phase, epoch, images = event.get("phase"), event.get("epoch"), event.get("images")
+        if phase not in ("begin", "end") or not _count(epoch) or (phase == "end" and not _count(images)):
+            return  # not the harness's shape: ignored, never trusted
+        line: dict[str, Any] = {"t": round(time.monotonic() - self._started_at, 3), "timed": phase,
+                                "epoch": epoch, **({"images": images} if phase == "end" else {}),
+                                "counters": gpu.counters()}
+        self._write(line)
+
+    def _write(self, line: dict) -> bool:
+        with self._write_lock:
+            if self._out is None:
+                return False
+            try:
+                self._out.write(json.dumps(line) + "\n")
+                self._out.flush()
+            except OSError:  # results disk full or gone: the runner reports that
+                self._out = None
+                return False
+        return True
+
+    def _loop(self) -> None:
         host: HostSampler | None
         try:
             host = self._factory()
         except Exception:  # noqa: BLE001 - e.g. the process already exited: record nothing
             host = None
-        gpu = self._gpu or GpuSampler()
-        started = time.monotonic()
+        gpu = self.gpu
         try:
-            with os.fdopen(fd, "a", encoding="utf-8") as out:
-                while True:
-                    line: dict[str, Any] = {"t": round(time.monotonic() - started, 3)}
-                    sample = host.read() if host is not None else None
-                    if sample:
-                        line.update({k: (round(v, 2) if v is not None else None) for k, v in sample.items()})
-                    if gpu.available:
-                        line["gpus"] = gpu.read()
-                    if len(line) > 1:
-                        out.write(json.dumps(line) + "\n")
-                        out.flush()
-                    if self._stop.wait(self.interval):
-                        break
-        except OSError:
-            pass  # results disk full or gone: the runner reports that; samples are best effort
+            while True:
+                line: dict[str, Any] = {"t": round(time.monotonic() - self._started_at, 3)}
+                sample = host.read() if host is not None else None
+                if sample:
+                    line.update({k: (round(v, 2) if v is not None else None) for k, v in sample.items()})
+                if gpu is not None and gpu.available:
+                    line["gpus"] = gpu.read(_pids(host) if gpu.devices else None)
+                if len(line) > 1 and not self._write(line):
+                    break  # samples are best effort
+                if self._stop.wait(self.interval):
+                    break
         finally:
             if host is not None:
                 host.close()
-            gpu.close()
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _pids(host: HostSampler | None) -> set[int] | None:
+    """The run's processes as the host sees them, where its sampler can tell."""
+    pids = getattr(host, "pids", None)
+    try:
+        return pids() if pids is not None else None
+    except Exception:  # noqa: BLE001 - the run went away between two samples
+        return None
 
 
 # -- summary ------------------------------------------------------------------------
@@ -242,13 +371,33 @@ def _energy_j(times: list[float], watts: list[float | None]) -> float | None:
     return sum((t1 - t0) * (w0 + w1) / 2 for (t0, w0), (t1, w1) in zip(points, points[1:]))
 
 
-def summarize(path: Path, interval: float | None = None) -> dict | None:
-    """Peak / mean per quantity and, where power is reported, GPU energy in joules."""
+ENERGY_METHODS = ("nvml_total_energy_counter", "power_integration")  # run.json's energy_method
+NO_PROCESS_MEMORY = ("not reported: NVML listed no memory for the run's own processes on its GPUs "
+                     "(the driver does not give it, or their process IDs are not this host's)")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_lines(path: Path) -> list[dict] | None:
+    """monitor.jsonl's objects that carry a time (the workload can write the file too)."""
     try:
         with open(path, encoding="utf-8") as fh:
             lines = [json.loads(line) for line in fh if line.strip()]
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return [line for line in lines if isinstance(line, dict) and _number(line.get("t"))]
+
+
+def summarize(path: Path, interval: float | None = None) -> dict | None:
+    """Peak / mean per quantity; where power is reported, GPU energy in joules over the
+    whole run; and energy over the timed epochs alone (timed_energy)."""
+    lines = _read_lines(path)
+    if lines is None:
+        return None
+    marks = [line for line in lines if line.get("timed") in ("begin", "end")]
+    lines = [line for line in lines if "timed" not in line]
     times = [line["t"] for line in lines]
     gpus: list[dict] = []
     summary: dict[str, Any] = {
@@ -259,8 +408,9 @@ def summarize(path: Path, interval: float | None = None) -> dict | None:
         "gpus": gpus, "gpu_energy_j": None}
     by_index: dict[int, list[tuple[float, dict]]] = {}
     for line in lines:
-        for gpu in line.get("gpus") or []:
-            by_index.setdefault(gpu["index"], []).append((line["t"], gpu))
+        for gpu in _gpu_entries(line):
+            if isinstance(gpu, dict) and isinstance(gpu.get("index"), int):
+                by_index.setdefault(gpu["index"], []).append((line["t"], gpu))
     energies: list[float | None] = []
     for index, samples in sorted(by_index.items()):
         energy = _energy_j([t for t, _ in samples], [g.get("power_w") for _, g in samples])
@@ -269,28 +419,106 @@ def summarize(path: Path, interval: float | None = None) -> dict | None:
                      "util_percent": _peak_mean([g.get("util_percent") for _, g in samples]),
                      "memory_mb": _peak_mean([g.get("memory_mb") for _, g in samples]),
                      "power_w": _peak_mean([g.get("power_w") for _, g in samples]),
+                     "process_memory_mb": _peak_mean([g.get("process_memory_mb") for _, g in samples]),
                      "energy_j": round(energy, 3) if energy is not None else None})
     known = [e for e in energies if e is not None]
     if energies and len(known) == len(energies):
         summary["gpu_energy_j"] = round(sum(known), 3)
+    measured = any(g["process_memory_mb"]["peak"] is not None for g in gpus)
+    summary["process_memory_note"] = NO_PROCESS_MEMORY if gpus and not measured else None
+    summary.update(timed_energy(lines, marks))
     return summary
 
 
-def energy_per_train_image(summary: dict | None, metrics: dict | None) -> float | None:
-    """The whole run's GPU energy divided by the training images it processed
-    (epochs x train samples). Start-up and evaluation are included, so it is an
-    upper bound, and one a reader can recompute from monitor.jsonl."""
-    if not summary or summary.get("gpu_energy_j") is None or not metrics or metrics.get("status") != "ok":
+def timed_energy(samples: list[dict], marks: list[dict]) -> dict:
+    """Energy of the run's GPUs over its timed epochs: the NVML total-energy counter read at
+    each epoch's edges, differenced; where a board has no counter, sampled power (and the
+    power read at the edges) integrated over each epoch. energy_method says which; None
+    when neither can be had (no GPU, no timed epoch, no power)."""
+    windows = _timed_windows(marks)
+    result: dict[str, Any] = {"timed_epochs": len(windows),
+                              "timed_images": sum(end["images"] for _, end in windows) if windows else None,
+                              "timed_energy_j": None, "energy_method": None}
+    if not windows:
+        return result
+    for method, energy_of in zip(ENERGY_METHODS, (_counter_j, lambda b, e: _integrated_j(samples, b, e))):
+        energies = [energy_of(begin, end) for begin, end in windows]
+        if all(energy is not None for energy in energies):
+            result.update(timed_energy_j=round(sum(e for e in energies if e is not None), 3),
+                          energy_method=method)
+            break
+    return result
+
+
+def _timed_windows(marks: list[dict]) -> list[tuple[dict, dict]]:
+    """(begin, end) lines of each timed epoch that has both, in order."""
+    begun: dict[Any, dict] = {}
+    windows = []
+    for mark in marks:
+        epoch = mark.get("epoch")
+        if not isinstance(epoch, int):
+            continue
+        if mark["timed"] == "begin":
+            begun[epoch] = mark
+        elif epoch in begun and isinstance(mark.get("images"), int) and mark["t"] >= begun[epoch]["t"]:
+            windows.append((begun.pop(epoch), mark))
+    return windows
+
+
+def _gpu_entries(line: dict) -> list:
+    gpus = line.get("gpus")
+    return gpus if isinstance(gpus, list) else []
+
+
+def _readings(mark: dict, field: str) -> dict:
+    counters = mark.get("counters")
+    return {c["index"]: c.get(field) for c in counters if isinstance(c, dict) and isinstance(c.get("index"), int)} \
+        if isinstance(counters, list) else {}
+
+
+def _counter_j(begin: dict, end: dict) -> float | None:
+    """One timed epoch from the counters (mJ); None unless every GPU has both readings."""
+    before, after = _readings(begin, "energy_mj"), _readings(end, "energy_mj")
+    if not before or before.keys() != after.keys():
         return None
-    images = metrics["dataset"]["train_samples"] * len(metrics["epochs"])
-    return summary["gpu_energy_j"] / images if images else None
+    deltas = [after[i] - before[i] for i in before if _number(before[i]) and _number(after[i])]
+    if len(deltas) != len(before) or any(delta < 0 for delta in deltas):  # a counter reset
+        return None
+    return sum(deltas) / 1000.0
+
+
+def _integrated_j(samples: list[dict], begin: dict, end: dict) -> float | None:
+    """One timed epoch from power: the samples inside it and the readings at its edges."""
+    start, stop = _readings(begin, "power_w"), _readings(end, "power_w")
+    if not start:
+        return None
+    total = 0.0
+    for index in start:
+        inside = [(line["t"], gpu.get("power_w")) for line in samples if begin["t"] < line["t"] < end["t"]
+                  for gpu in _gpu_entries(line) if isinstance(gpu, dict) and gpu.get("index") == index]
+        points = [(begin["t"], start[index]), *inside, (end["t"], stop.get(index))]
+        energy = _energy_j([t for t, _ in points], [w if _number(w) else None for _, w in points])
+        if energy is None:
+            return None
+        total += energy
+    return total
+
+
+def energy_per_train_image(summary: dict | None, metrics: dict | None) -> float | None:
+    """GPU energy over the timed epochs divided by the images they trained on (both from
+    the timed lines of monitor.jsonl, so a reader can recompute it): start-up, warm-up and
+    evaluation are not in it. None unless the run ended ok."""
+    if not summary or summary.get("timed_energy_j") is None or not summary.get("timed_images") \
+            or not metrics or metrics.get("status") != "ok":
+        return None
+    return summary["timed_energy_j"] / summary["timed_images"]
 
 
 def run_summary(run_path: Path, interval: float | None) -> dict | None:
     """run.json's `monitor`: the summary of monitor.jsonl plus energy per training image."""
-    summary = summarize(Path(run_path) / "monitor.jsonl", interval)
+    summary = summarize(Path(run_path) / FILENAME, interval)
     if summary is not None:
         metrics = read_json_or_none(Path(run_path) / "metrics.json")
         per_image = energy_per_train_image(summary, metrics)
-        summary["energy_per_train_image_j"] = round(per_image, 6) if per_image is not None else None
+        summary["energy_per_train_image_j"] = round(per_image, 9) if per_image is not None else None
     return summary

@@ -202,7 +202,7 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
                metrics_valid: bool = False) -> str:
         execution = execution or Execution(None)
         run_dir.write_record({
-            **record, "outcome": outcome, "message": message, "exit_code": execution.exit_code,
+            **record, **execution.recorded, "outcome": outcome, "message": message, "exit_code": execution.exit_code,
             "finished_at": now_iso(), "wall_s": round(time.monotonic() - started, 3),
             "container": execution.container, "resources": execution.resources,
             "metrics_valid": metrics_valid,

@@ -9,27 +9,55 @@ import psutil
 from contract.hostinfo import cpu_model_name
 
 
-def gpus() -> list[dict]:
-    """GPUs NVML can see; an empty list (not an error) where there is no driver."""
+def gpus(nvml=None) -> list[dict]:
+    """GPUs NVML can see; an empty list (not an error) where there is no driver. Each
+    property NVML cannot give for a board (NotSupported, no permission) is None.
+    orchestrator.images reads `driver` and `compute_capability`: keep those names."""
+    if nvml is None:
+        try:
+            import pynvml
+        except ImportError:
+            return []
+        nvml = pynvml
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
+        nvml.nvmlInit()
     except Exception:  # noqa: BLE001 - no driver / no library: simply no GPUs
         return []
     try:
-        found = []
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            found.append({"index": index, "name": _text(pynvml.nvmlDeviceGetName(handle)),
-                          "memory_mb": memory.total // 2**20, "driver": driver,
-                          "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}"})
-        return found
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+        cuda = nvml.nvmlSystemGetCudaDriverVersion()
+        return [_gpu(nvml, index, driver, f"{cuda // 1000}.{cuda % 1000 // 10}")
+                for index in range(nvml.nvmlDeviceGetCount())]
     finally:
-        pynvml.nvmlShutdown()
+        nvml.nvmlShutdown()
+
+
+def _gpu(nvml, index: int, driver: str, cuda_driver: str) -> dict:
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+
+    def ask(function: str, *args, convert=lambda value: value):
+        try:
+            return convert(getattr(nvml, function)(handle, *args))
+        except Exception:  # noqa: BLE001 - this board (or this NVML) does not say: unknown
+            return None
+
+    sm, mem = getattr(nvml, "NVML_CLOCK_SM", 1), getattr(nvml, "NVML_CLOCK_MEM", 2)
+    return {"index": index, "name": _text(nvml.nvmlDeviceGetName(handle)),
+            "memory_mb": nvml.nvmlDeviceGetMemoryInfo(handle).total // 2**20, "driver": driver,
+            "cuda_driver": cuda_driver,
+            "uuid": ask("nvmlDeviceGetUUID", convert=_text),
+            "pci_bus_id": ask("nvmlDeviceGetPciInfo", convert=lambda pci: _text(pci.busId)),
+            "compute_capability": ask("nvmlDeviceGetCudaComputeCapability",
+                                      convert=lambda cc: f"{cc[0]}.{cc[1]}"),
+            "power_limit_w": ask("nvmlDeviceGetEnforcedPowerLimit", convert=lambda mw: mw / 1000),
+            "sm_clock_mhz": ask("nvmlDeviceGetClockInfo", sm),
+            "memory_clock_mhz": ask("nvmlDeviceGetClockInfo", mem),
+            "max_sm_clock_mhz": ask("nvmlDeviceGetMaxClockInfo", sm),
+            "max_memory_clock_mhz": ask("nvmlDeviceGetMaxClockInfo", mem),
+            "persistence_mode": ask("nvmlDeviceGetPersistenceMode", convert=bool),
+            # (current, pending) for MIG and ECC: the first is what is in force now
+            "mig_mode": ask("nvmlDeviceGetMigMode", convert=lambda modes: bool(modes[0])),
+            "ecc_mode": ask("nvmlDeviceGetEccMode", convert=lambda modes: bool(modes[0]))}
 
 
 def _text(value) -> str:

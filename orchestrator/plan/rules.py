@@ -35,6 +35,9 @@ _MEMORY_UNITS = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 _MEMORY_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([bkmgBKMG]?)")
 _CPUSET_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
 MAX_CPU_ID = 2**16 - 1                # Linux builds for at most 8,192 CPUs; this is far beyond
+MAX_GPU_INDEX = 1023                  # far beyond any host's GPUs: a typo, not a machine
+# A GPU's UUID as NVML, nvidia-smi -L, Docker's device_ids and CUDA_VISIBLE_DEVICES spell it.
+GPU_UUID_RE = re.compile(r"GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -205,3 +208,27 @@ def check_resources(settings: dict, name: Namer, target: Target) -> list[str]:
         raise DlbenchError(f"{name('resources', field)}: {problem}")
     return [f"{name('resources', field)}: {problem} (fine if the suite runs on a machine that has them)"
             for field, problem in beyond]
+
+
+def check_gpus(settings: dict, name: Namer) -> None:
+    """gpus: NVML indices or GPU UUIDs, each once, and only for a device: gpu run. Whether
+    they exist is the backend's preflight (the plan may be for another machine)."""
+    gpus = settings.get("gpus")
+    if gpus is None:
+        return
+    if settings["device"] != "gpu":
+        raise DlbenchError(f"{name('gpus')}: GPUs given for a device: cpu run; give gpus only "
+                           "to device: gpu runs (or leave it out)")
+    seen: dict[str, int] = {}
+    for position, entry in enumerate(gpus):
+        if isinstance(entry, int) and not 0 <= entry <= MAX_GPU_INDEX:
+            raise DlbenchError(f"{name('gpus', position)}: {entry} is not a GPU index "
+                               f"(0 ... {MAX_GPU_INDEX}, as nvidia-smi numbers them)")
+        if isinstance(entry, str) and not GPU_UUID_RE.fullmatch(entry):
+            raise DlbenchError(f"{name('gpus', position)}: {entry!r} is neither a GPU index nor a GPU "
+                               "UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, as nvidia-smi -L prints)")
+        key = str(entry).lower()
+        if key in seen:
+            raise DlbenchError(f"{name('gpus', position)}: {entry!r} is given twice "
+                               f"(also gpus[{seen[key]}]); list each GPU once")
+        seen[key] = position

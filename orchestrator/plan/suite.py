@@ -48,6 +48,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "monitor_interval": 0.5,      # seconds between resource samples (orchestrator.monitor)
     "threads": {"intra_op": None, "inter_op": None},
     "resources": {"cpus": None, "cpuset": None, "memory": None},
+    "gpus": None,                 # NVML indices or GPU UUIDs of a gpu run; None: every GPU
     "options": {},
 }
 
@@ -64,6 +65,7 @@ class PlannedRun:
     resources: dict
     spec: dict = field(repr=False)  # spec.json minus dataset.path, which the backend sets
     monitor_interval: float = BUILTIN_DEFAULTS["monitor_interval"]
+    gpus: list[int | str] | None = None  # None: every GPU (plans made before `gpus` have none)
 
     @property
     def synthetic(self) -> bool:
@@ -78,8 +80,8 @@ class PlannedRun:
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "framework": self.framework, "api": self.api,
                 "flavour": self.flavour, "dataset": self.dataset, "timeout": self.timeout,
-                "resources": self.resources, "monitor_interval": self.monitor_interval,
-                "spec": self.spec}
+                "resources": self.resources, "gpus": self.gpus,
+                "monitor_interval": self.monitor_interval, "spec": self.spec}
 
 
 @dataclass
@@ -268,6 +270,7 @@ def _check_run(settings: dict, name, target: Target, images: dict) -> list[str]:
     """What the run itself would reject (orchestrator.plan.rules), as errors; warning lines."""
     rules.check_options(settings, name)
     rules.check_device(settings, name, images)
+    rules.check_gpus(settings, name)
     return [*rules.check_data_sizes(settings, name), *rules.check_resources(settings, name, target)]
 
 
@@ -279,8 +282,8 @@ def _planned_runs(checked: list[tuple[dict, str, str]], path: Path) -> list[Plan
     experiments: dict[str, str] = {}      # the run's settings as JSON -> where they were first
     spec_validator = jsonschema.Draft202012Validator(load_schema("spec"))
     for index, (settings, where, label) in enumerate(checked, start=1):
-        experiment = json.dumps([_spec("", settings, 0), settings["resources"], settings["timeout"],
-                                 settings["monitor_interval"]], sort_keys=True)
+        experiment = json.dumps([_spec("", settings, 0), settings["resources"], settings["gpus"],
+                                 settings["timeout"], settings["monitor_interval"]], sort_keys=True)
         if experiment in experiments:
             raise DlbenchError(f"{where}: the same run as {experiments[experiment]} (identical "
                                "settings); use repeats: N to run one more than once")
@@ -305,7 +308,7 @@ def _planned_runs(checked: list[tuple[dict, str, str]], path: Path) -> list[Plan
                 flavour="cuda" if settings["device"] == "gpu" else "cpu",
                 dataset=settings["dataset"], timeout=float(settings["timeout"]),
                 resources=settings["resources"], spec=spec,
-                monitor_interval=float(settings["monitor_interval"])))
+                monitor_interval=float(settings["monitor_interval"]), gpus=settings["gpus"]))
     return planned
 
 
@@ -333,7 +336,8 @@ def format_plan(suite: Suite) -> str:
     rows = [header]
     for run in suite.runs:
         s = run.spec
-        res = ", ".join(f"{k}={v}" for k, v in run.resources.items() if v is not None) or "-"
+        res = ", ".join([*(f"{k}={v}" for k, v in run.resources.items() if v is not None),
+                         *([f"gpus={','.join(map(str, run.gpus))}"] if run.gpus else [])]) or "-"
         split = "" if s["dataset"]["train_split"] == "train" else " (train on test split)"
         split += " (synthetic)" if s["dataset"]["synthetic"] else ""
         limit = f"[:{s['dataset']['train_limit']}]" if s["dataset"]["train_limit"] else ""

@@ -46,6 +46,8 @@ def test_what_each_backend_enforces_is_recorded_with_the_run():
     assert {"cpus", "cpuset", "memory", "network_off", "read_only_root"} <= docker_class.enforces
     assert docker_class.recorded_resources(docker_class.__new__(docker_class), run) == {"cpus": 2, "memory": "4g"}
     assert LocalBackend.enforces == {"timeout"}
+    # Docker hands a container only its GPUs; the local backend only tells the workload which
+    assert "gpus" in docker_class.enforces and "gpus" in ENFORCEABLE
     assert LocalBackend(venv_root=None).recorded_resources(run) == {"cpus": 2, "memory": "4g", "enforced": False}
     assert LocalBackend().recorded_resources(SimpleNamespace(resources={"cpus": None})) == {}
 

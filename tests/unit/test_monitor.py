@@ -25,8 +25,8 @@ def busy_child(seconds: float) -> subprocess.Popen:
 
 def local_monitor(pid: int, run_dir: RunDir, interval: float) -> monitor.Monitor:
     """The monitor the local backend starts for a workload process (its monitor hook)."""
-    return LocalBackend(venv_root=run_dir.path).monitor_run(SimpleNamespace(monitor_interval=interval),
-                                                            run_dir, pid)
+    run = SimpleNamespace(monitor_interval=interval, spec={"device": "cpu"}, gpus=None)
+    return LocalBackend(venv_root=run_dir.path).monitor_run(run, run_dir, pid)
 
 
 def test_process_tree_monitor_records_real_cpu_and_memory(tmp_path):
@@ -87,8 +87,10 @@ def test_gpu_series_and_energy_fake_nvml(tmp_path):
     proc.wait()
     mon.stop()
     first = json.loads((tmp_path / "monitor.jsonl").read_text().splitlines()[0])
-    assert first["gpus"] == [{"index": 0, "util_percent": 90, "memory_mb": 1024.0, "power_w": 200.0},
-                             {"index": 1, "util_percent": 10, "memory_mb": 512.0, "power_w": None}]
+    assert first["gpus"] == [{"index": 0, "util_percent": 90, "memory_mb": 1024.0, "power_w": 200.0,
+                              "process_memory_mb": None},  # this stand-in lists no processes
+                             {"index": 1, "util_percent": 10, "memory_mb": 512.0, "power_w": None,
+                              "process_memory_mb": None}]
     summary = monitor.summarize(tmp_path / "monitor.jsonl", 0.1)
     gpu0, gpu1 = summary["gpus"]
     assert gpu0["power_w"] == {"peak": 200.0, "mean": 200.0}
@@ -97,15 +99,23 @@ def test_gpu_series_and_energy_fake_nvml(tmp_path):
 
 
 def test_energy_per_training_image_fake_nvml(tmp_path):
+    """Over the timed epochs only (their lines from the harness's events), not the whole
+    run: power integrated where the board has no energy counter (tests/unit/test_gpu_accounting.py
+    has the counter and the rest)."""
     lines = [{"t": t, "cpu_percent": 100.0, "memory_mb": 500.0,
               "gpus": [{"index": 0, "util_percent": 80, "memory_mb": 900.0, "power_w": 100.0}]}
-             for t in (0.0, 1.0, 2.0)]
+             for t in (0.0, 1.0, 2.0, 3.0)]
+    lines[1:1] = [{"t": 0.5, "timed": "begin", "epoch": 1, "counters": [{"index": 0, "energy_mj": None,
+                                                                         "power_w": 100.0}]}]
+    lines[3:3] = [{"t": 1.5, "timed": "end", "epoch": 1, "images": 500,
+                   "counters": [{"index": 0, "energy_mj": None, "power_w": 100.0}]}]
     (tmp_path / "monitor.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     metrics = {"status": "ok", "dataset": {"train_samples": 1000}, "epochs": [{}, {}]}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     summary = monitor.run_summary(tmp_path, 1.0)
-    assert summary["gpu_energy_j"] == 200.0
-    assert summary["energy_per_train_image_j"] == pytest.approx(200.0 / 2000)
+    assert summary["samples"] == 4 and summary["gpu_energy_j"] == 300.0   # the whole run
+    assert summary["timed_energy_j"] == 100.0 and summary["energy_method"] == "power_integration"
+    assert summary["energy_per_train_image_j"] == pytest.approx(100.0 / 500)
     record = {"schema_version": 1, "run_id": "r", "outcome": "ok", "backend": "local",
               "started_at": "a", "finished_at": "b", "wall_s": 1.0, "batch_size": 128, "monitor": summary}
     assert schema_error("run", record) is None

@@ -221,3 +221,56 @@ def test_memory_sizes_are_read_as_docker_reads_them(text, size):
     from docker.utils import parse_bytes
 
     assert rules.memory_bytes(text) == size == parse_bytes(text)
+
+
+# ------------------------------------------------------------------ gpus: the run's own GPUs
+
+UUID = "GPU-8f6f3d2c-1a2b-4c3d-9e8f-0123456789ab"
+
+
+def test_gpus_from_defaults_or_the_run_reach_the_plan(tmp_path):
+    """Indices or UUIDs, in defaults or per run; carried in plan.json (and back, as resume
+    reads it); runs that differ only in their GPUs are different runs."""
+    from orchestrator.plan.suite import PlannedRun
+
+    suite = load_suite(write(tmp_path, f"""
+        name: t
+        defaults: {{device: gpu, synthetic: true, gpus: [1, {UUID}]}}
+        runs:
+          - {{framework: pytorch, api: eager}}
+          - {{framework: pytorch, api: eager, gpus: [0]}}
+          - {{framework: pytorch, api: eager, gpus: null}}
+    """))
+    assert [run.gpus for run in suite.runs] == [[1, UUID], [0], None]
+    plan = {"suite": "t", "backend": "docker", "runs": [run.to_dict() for run in suite.runs]}
+    assert schema_error("plan", plan) is None
+    assert [PlannedRun(**run).gpus for run in plan["runs"]] == [[1, UUID], [0], None]
+    assert f"gpus=1,{UUID}" in format_plan(suite) and "gpus=0" in format_plan(suite)
+    legacy = {k: v for k, v in plan["runs"][0].items() if k != "gpus"}  # a plan made before gpus
+    assert PlannedRun(**legacy).gpus is None
+
+
+@pytest.mark.parametrize("gpus, device, message", [
+    ("[0, 0]", "gpu", "runs[0].gpus[1]: 0 is given twice (also gpus[0]); list each GPU once"),
+    (f"[{UUID}, '{UUID.upper()}']", "gpu", f"runs[0].gpus[1]: '{UUID.upper()}' is given twice (also gpus[0])"),
+    ("[-1]", "gpu", "runs[0].gpus[0]: -1 is not a GPU index (0 ... 1023, as nvidia-smi numbers them)"),
+    ("[1, gpu0]", "gpu", "runs[0].gpus[1]: 'gpu0' is neither a GPU index nor a GPU UUID (GPU-xxxxxxxx-"),
+    ("[1.5]", "gpu", "runs[0].gpus[0]: 1.5 is not of type 'integer', 'string'"),
+    ("[true]", "gpu", "runs[0].gpus[0]: True is not of type 'integer', 'string'"),
+    ("[]", "gpu", "runs[0].gpus: [] should be non-empty"),
+    ("0", "gpu", "runs[0].gpus: 0 is not of type 'array', 'null'"),
+    ("[0]", "cpu", "runs[0].gpus: GPUs given for a device: cpu run; give gpus only to device: gpu runs"),
+])
+def test_bad_gpus_are_one_line_naming_the_entry(tmp_path, gpus, device, message):
+    path = write(tmp_path, f"name: t\nruns: [{{framework: pytorch, api: eager, device: {device}, "
+                           f"gpus: {gpus}}}]\n")
+    with pytest.raises(DlbenchError) as err:
+        load_suite(path)
+    assert str(err.value).startswith(f"{path}: {message}"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_gpus_in_defaults_for_a_cpu_run_names_the_defaults(tmp_path):
+    path = write(tmp_path, "name: t\ndefaults: {gpus: [0]}\nruns: [{framework: pytorch, api: eager}]\n")
+    with pytest.raises(DlbenchError, match=r"^.*suite\.yaml: defaults\.gpus: GPUs given for a device: cpu run"):
+        load_suite(path)

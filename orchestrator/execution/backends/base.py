@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import json
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from contract.events import EVENT_PREFIX
 from orchestrator.errors import DlbenchError
 from orchestrator.execution import monitor, sysinfo
+from orchestrator.paths import cache_dir
 
 if TYPE_CHECKING:
     from orchestrator.plan.suite import PlannedRun, Suite
@@ -36,7 +39,10 @@ ENFORCEABLE = {
     "read_only_data": "the dataset is mounted read-only",
     "non_root": "the workload runs as a non-root user",
     "no_privileges": "no capabilities, no privilege escalation (no-new-privileges)",
+    "gpus": "a GPU run sees only its GPUs (gpus), not merely told which to use",
 }
+# CUDA's largest compute cache (4 GiB): room for every kernel a framework JIT-compiles from PTX.
+CUDA_CACHE_MAXSIZE = 4 * 2**30
 
 
 class Unavailable(DlbenchError):
@@ -58,6 +64,8 @@ class Execution:
     message: str | None = None
     container: dict | None = None
     resources: dict = field(default_factory=dict)
+    # more of run.json, as the backend saw it: gpus, cuda_cache, environment_scrubbed
+    recorded: dict = field(default_factory=dict)
 
 
 class Backend(abc.ABC):
@@ -80,6 +88,7 @@ class Backend(abc.ABC):
     reruns_recorded_images: ClassVar[bool] = False
 
     build: bool = True  # False under --no-build (only where supports_no_build)
+    nvml: Any = None    # pynvml, imported when first needed; a test's stand-in where no GPU is
 
     # -- choosing and opening -------------------------------------------------
     @classmethod
@@ -140,9 +149,31 @@ class Backend(abc.ABC):
         execute() hands to monitor_run (a container, a process ID, ...)."""
 
     def monitor_run(self, run: PlannedRun, run_dir: RunDir, started: Any) -> monitor.Monitor:
-        """The host-side monitor of one run (runs/<id>/monitor.jsonl), not yet started."""
+        """The host-side monitor of one run (runs/<id>/monitor.jsonl), not yet started: it
+        samples the run's own GPUs only (none for a cpu run)."""
+        gpus = run.gpus if run.spec["device"] == "gpu" else []
         return monitor.Monitor(lambda: self.host_sampler(started), run_dir.file(monitor.FILENAME),
-                               run.monitor_interval)
+                               run.monitor_interval, gpus=gpus, nvml=self.nvml)
+
+    def recorded_gpus(self, run: PlannedRun, mon: monitor.Monitor) -> dict:
+        """run.json's `gpus` (a started monitor resolved them): asked for, and which GPUs
+        those are by NVML index and UUID; "enforced": false where the run could see others."""
+        record = mon.gpus_used(run.gpus)
+        if "gpus" not in self.enforces:
+            record["enforced"] = False
+        return record
+
+    def check_gpus(self, suite: Suite) -> None:
+        """Preflight: each GPU a run's `gpus` names is one NVML knows here (where NVML
+        answers; the engine or driver speaks for itself otherwise)."""
+        selections = {tuple(run.gpus) for run in suite.runs if run.gpus and run.spec["device"] == "gpu"}
+        for selection in sorted(selections, key=str):
+            sampler = monitor.GpuSampler(self.nvml, list(selection))
+            missing = sampler.missing() if sampler.available else []
+            sampler.close()
+            if missing:
+                raise DlbenchError(f"{suite.path}: gpus: {missing[0]!r} is not a GPU of this host "
+                                   "(nvidia-smi -L lists them, numbered as NVML and dlbench number them)")
 
     def recorded_resources(self, run: PlannedRun) -> dict:
         """run.json's resources: the limits asked for, marked "enforced": false when this
@@ -151,6 +182,43 @@ class Backend(abc.ABC):
         if any(key not in self.enforces for key in resources):
             resources["enforced"] = False
         return resources
+
+
+def observed(on_event: Callable[[dict], None], mon: monitor.Monitor) -> Callable[[dict], None]:
+    """on_event, with the monitor seeing each event first (timed epochs' edges)."""
+    def both(event: dict) -> None:
+        mon.observe(event)
+        on_event(event)
+    return both
+
+
+# -- the CUDA compute cache: PTX compiled for this GPU at first use, kept between runs ----
+
+def cuda_cache_dir(key: str) -> Path:
+    """The host directory one image (or venv) keeps as CUDA_CACHE_PATH; keyed by its id as
+    the compile cache is, so a rebuilt image never reads another's kernels."""
+    return cache_dir() / "cuda" / key
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under path (links not followed; 0 when absent)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
+
+
+def cuda_cache_record(path: Path, bytes_before: int) -> dict:
+    """run.json's `cuda_cache`: a cache that grew means the driver compiled PTX for this
+    GPU during the run (a first run of an image on an architecture it ships no code for)."""
+    after = tree_bytes(path)
+    return {"path": str(path), "bytes_before": bytes_before, "bytes_after": after,
+            "ptx_compiled": after > bytes_before}
 
 
 class OutputSink:

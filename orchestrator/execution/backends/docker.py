@@ -19,7 +19,17 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from orchestrator import images
 from orchestrator.errors import DlbenchError
 from orchestrator.execution import sysinfo
-from orchestrator.execution.backends.base import Backend, Execution, OutputSink, Unavailable
+from orchestrator.execution.backends.base import (
+    CUDA_CACHE_MAXSIZE,
+    Backend,
+    Execution,
+    OutputSink,
+    Unavailable,
+    cuda_cache_dir,
+    cuda_cache_record,
+    observed,
+    tree_bytes,
+)
 from orchestrator.execution.monitor import MB
 from orchestrator.plan.suite import PlannedRun, Suite
 from orchestrator.results.directory import RunDir
@@ -28,6 +38,8 @@ CONTAINER_UID = 10001          # the images' non-root user
 CONTAINER_RESULTS = "/results"
 CONTAINER_DATA = "/data"
 CONTAINER_COMPILE_CACHE = "/cache/compile"
+CONTAINER_CUDA_CACHE = "/cache/cuda"
+PID_REFRESH_S = 5.0            # how stale the container's process list may be (docker top)
 GPU_DRIVER_ERROR = "could not select device driver"
 RESULTS_LABEL = "org.dlbench.results"   # the results directory a container writes into
 NO_GPU_MESSAGE = ("GPU requested but the NVIDIA container toolkit is not installed or not "
@@ -70,7 +82,10 @@ def engine_lost(when: str, exc: Exception) -> EngineUnreachable:
                              f"({connection_problem(exc)}); start dockerd again")
 
 
-def gpu_request() -> list[DeviceRequest]:
+def gpu_request(gpus: list | None = None) -> list[DeviceRequest]:
+    """The run's GPUs (NVML indices or UUIDs), or every GPU when it names none."""
+    if gpus:
+        return [DeviceRequest(device_ids=[str(gpu) for gpu in gpus], capabilities=[["gpu"]])]
     return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
 
 
@@ -78,7 +93,7 @@ class DockerBackend(Backend):
     name = "docker"
     summary = "one container per run"
     enforces = frozenset({"cpus", "cpuset", "memory", "timeout", "network_off", "read_only_root",
-                          "read_only_data", "non_root", "no_privileges"})
+                          "read_only_data", "non_root", "no_privileges", "gpus"})
     supports_no_build = True
     reruns_recorded_images = True
 
@@ -122,15 +137,18 @@ class DockerBackend(Backend):
             for framework, flavour in sorted({(r.framework, r.flavour) for r in suite.runs}):
                 images.require_image(self.client, framework, flavour)
         if "gpu" in suite.devices:
-            self.check_gpu()
+            self.check_gpus(suite)
+            for gpus in sorted({tuple(run.gpus or ()) for run in suite.runs if run.spec["device"] == "gpu"},
+                               key=str):
+                self.check_gpu(list(gpus) or None)
 
-    def check_gpu(self) -> None:
-        """Start a throw-away container asking for GPUs: the engine itself says
-        whether it can hand them out (no GPU image needs to be built first)."""
+    def check_gpu(self, gpus: list | None = None) -> None:
+        """Start a throw-away container asking for GPUs (`gpus`, else all): the engine itself
+        says whether it can hand them out (no GPU image needs to be built first)."""
         probe = self._probe_image()
         try:
             container = self.client.containers.create(
-                probe, command=["true"], device_requests=gpu_request(),
+                probe, command=["true"], device_requests=gpu_request(gpus),
                 network_disabled=True, labels={"org.dlbench.probe": "gpu"})
         except APIError as exc:
             raise DlbenchError(_gpu_error(exc)) from None
@@ -211,7 +229,12 @@ class DockerBackend(Backend):
             config["mem_limit"] = res["memory"]
             config["memswap_limit"] = res["memory"]  # no swap: an overflow is an OOM, not a crawl
         if run.spec["device"] == "gpu":
-            config["device_requests"] = gpu_request()
+            config["device_requests"] = gpu_request(run.gpus)
+            # PTX the driver compiles for this GPU (TensorFlow for Hopper) outlives the container
+            config["volumes"][str(self.cuda_cache(run, environment))] = {"bind": CONTAINER_CUDA_CACHE,
+                                                                          "mode": "rw"}
+            config["environment"].update(CUDA_CACHE_PATH=CONTAINER_CUDA_CACHE,
+                                         CUDA_CACHE_MAXSIZE=str(CUDA_CACHE_MAXSIZE))
         return config
 
     @staticmethod
@@ -225,11 +248,25 @@ class DockerBackend(Backend):
                 os.chown(cache, CONTAINER_UID, CONTAINER_UID)
         return cache
 
+    @staticmethod
+    def cuda_cache(run: PlannedRun, environment: dict):
+        """The image's CUDA compute cache on the host, made as compile_cache is."""
+        image = (environment["id"] or environment["tag"]).split(":")[-1][:16]
+        cache = cuda_cache_dir(f"{run.framework}-{run.flavour}-{image}")
+        cache.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(cache, CONTAINER_UID, CONTAINER_UID)
+        return cache
+
     def execute(self, run, run_dir, host_data_dir, environment, on_event) -> Execution:
         if os.geteuid() == 0:  # the container's non-root user must be able to write here
             os.chown(run_dir.path, CONTAINER_UID, CONTAINER_UID)
         config = self.container_config(run, run_dir, host_data_dir, environment)
         resources = self.recorded_resources(run)
+        gpu_run = run.spec["device"] == "gpu"
+        cuda_cache = self.cuda_cache(run, environment) if gpu_run else None
+        cuda_before = tree_bytes(cuda_cache) if cuda_cache is not None else 0
+        recorded: dict = {}
         try:
             container = self.client.containers.create(**config)
         except APIError as exc:
@@ -238,10 +275,10 @@ class DockerBackend(Backend):
         except CONNECTION_ERRORS as exc:
             raise engine_lost(f"during run {run.run_id}", exc) from None
         self._current = container
-        sink = OutputSink(run_dir.file("output.log"), on_event)
         info = {"id": container.id, "name": container.name}
         # monitor.jsonl made now, before the container (which can write its run directory) runs
         monitor = self.monitor_run(run, run_dir, container).open()
+        sink = OutputSink(run_dir.file("output.log"), observed(on_event, monitor))
         try:
             try:
                 container.start()
@@ -249,9 +286,11 @@ class DockerBackend(Backend):
                 message = _gpu_error(exc) if GPU_DRIVER_ERROR in str(exc) else _api_message(exc)
                 return Execution(None, message=f"container did not start: {message}",
                                  container=info, resources=resources)
+            monitor.start()  # before the output is followed: it marks the timed epochs
+            if gpu_run:
+                recorded["gpus"] = self.recorded_gpus(run, monitor)
             follower = threading.Thread(target=self._follow, args=(container, sink), daemon=True)
             follower.start()
-            monitor.start()
             exit_code, timed_out = self._wait(container, run)
             follower.join(timeout=30)
             try:
@@ -259,12 +298,14 @@ class DockerBackend(Backend):
             except NotFound:  # removed from outside while it ran: it was killed
                 state = {}
             return Execution(exit_code, oom_killed=bool(state.get("OOMKilled")),
-                             timed_out=timed_out, container=info, resources=resources)
+                             timed_out=timed_out, container=info, resources=resources, recorded=recorded)
         except CONNECTION_ERRORS as exc:
             raise engine_lost(f"during run {run.run_id}", exc) from None
         finally:
             monitor.stop()
             sink.close()
+            if cuda_cache is not None:  # into the dict the returned Execution holds
+                recorded["cuda_cache"] = cuda_cache_record(cuda_cache, cuda_before)
             self._current = None
             try:
                 container.remove(force=True)
@@ -344,6 +385,8 @@ class DockerStatsSampler:
     def __init__(self, container):
         self.container = container
         self._latest: dict | None = None
+        self._pids: set[int] | None = None
+        self._pids_at = 0.0
         self._stream = None
         self._thread = threading.Thread(target=self._follow, daemon=True)
         self._thread.start()
@@ -360,6 +403,17 @@ class DockerStatsSampler:
 
     def read(self) -> dict | None:
         return self._latest
+
+    def pids(self) -> set[int] | None:
+        """The container's processes by host PID (`docker top`), to find its own among
+        those NVML lists on a GPU."""
+        now = time.monotonic()
+        if self._pids is None or now - self._pids_at > PID_REFRESH_S:
+            top = self.container.top()
+            column = top["Titles"].index("PID")
+            self._pids = {int(row[column]) for row in top.get("Processes") or []}
+            self._pids_at = now
+        return self._pids
 
     def close(self) -> None:
         stream = self._stream

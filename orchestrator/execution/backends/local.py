@@ -3,8 +3,9 @@ created with uv from the very lock files the images install.
 
 Used when no Docker engine is reachable (and on GPU machines without Docker).
 Resource limits (cpus/memory) cannot be enforced here; they are recorded as such
-(Backend.enforces: only the timeout). Registered as `local` in
-orchestrator/execution/backends/__init__.py.
+(Backend.enforces: only the timeout). The host's variables that change GPU behaviour are
+kept from the workload (scrubbed, and recorded); dlbench sets its own. Registered as
+`local` in orchestrator/execution/backends/__init__.py.
 """
 from __future__ import annotations
 
@@ -16,17 +17,56 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
 
 from orchestrator import images
 from orchestrator.errors import DlbenchError
-from orchestrator.execution.backends.base import Backend, Execution, OutputSink
+from orchestrator.execution.backends.base import (
+    CUDA_CACHE_MAXSIZE,
+    Backend,
+    Execution,
+    OutputSink,
+    cuda_cache_dir,
+    cuda_cache_record,
+    observed,
+    tree_bytes,
+)
 from orchestrator.execution.monitor import ProcessTreeSampler
 from orchestrator.paths import REPO_ROOT, cache_dir
 from orchestrator.plan.suite import PlannedRun, Suite
 
 READY_MARKER = ".dlbench-ready"
+# What the host's environment must not hand the workload: each changes which GPUs it sees,
+# which libraries it loads, or how it computes (TF32, XLA, allocators, cuBLAS).
+SCRUBBED_NAMES = frozenset({"LD_LIBRARY_PATH", "XLA_FLAGS", "NVIDIA_TF32_OVERRIDE", "CUDA_VISIBLE_DEVICES",
+                            "CUDA_DEVICE_ORDER", "PYTORCH_CUDA_ALLOC_CONF", "CUBLAS_WORKSPACE_CONFIG"})
+SCRUBBED_PREFIXES = ("TF_", "XLA_PYTHON_CLIENT_")
+
+
+def scrub(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(what the workload may inherit, what was taken out, by name and value)."""
+    def scrubbed(name: str) -> bool:
+        return name in SCRUBBED_NAMES or name.startswith(SCRUBBED_PREFIXES)
+    return ({k: v for k, v in environ.items() if not scrubbed(k)},
+            {k: v for k, v in sorted(environ.items()) if scrubbed(k)})
+
+
+def workload_environment(run: PlannedRun, environ: Mapping[str, str] | None = None,
+                         cuda_cache: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """(the workload process's environment, what was scrubbed from `environ`, this
+    process's own by default): the host's minus SCRUBBED, plus dlbench's own."""
+    env, scrubbed = scrub(os.environ if environ is None else environ)
+    env.update({"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
+                "DLBENCH_FRAMEWORK": run.framework, "DLBENCH_API": run.api})
+    if run.spec["device"] == "gpu":
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA then numbers GPUs as NVML and nvidia-smi do
+        if run.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in run.gpus)
+        if cuda_cache is not None:
+            env.update(CUDA_CACHE_PATH=str(cuda_cache), CUDA_CACHE_MAXSIZE=str(CUDA_CACHE_MAXSIZE))
+    return env, scrubbed
 
 
 def uv_binary() -> str:
@@ -64,7 +104,8 @@ class LocalBackend(Backend):
 
     def preflight(self, suite: Suite) -> None:
         if "gpu" in suite.devices:
-            check_gpu()
+            check_gpu(self.nvml)
+            self.check_gpus(suite)
 
     def prepare(self, framework, flavour, progress):
         spec, fl = images.get_spec(framework, flavour)
@@ -73,6 +114,10 @@ class LocalBackend(Backend):
         venv = self.venv_root / f"{framework}-{flavour}-py{python}-{lock_sha[:12]}"
         if not (venv / READY_MARKER).exists():
             self._create_venv(venv, python, lock, progress, spec.source_builds)
+        scrubbed = scrub(os.environ)[1]
+        if scrubbed:
+            progress(f"kept from the workload's environment (they change GPU behaviour; recorded in "
+                     f"run.json as environment_scrubbed): {', '.join(scrubbed)}")
         return {"kind": "venv", "path": str(venv), "lock_sha256": lock_sha,
                 "framework": framework, "flavour": flavour, "python": python,
                 "framework_version": spec.framework_version}
@@ -107,21 +152,29 @@ class LocalBackend(Backend):
     def execute(self, run, run_dir, host_data_dir, environment, on_event) -> Execution:
         python = Path(environment["path"]) / "bin" / "python"
         cmd = [str(python), "-m", "workloads", "run", "--spec", str(run_dir.file("spec.json"))]
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1",
-               "DLBENCH_FRAMEWORK": run.framework, "DLBENCH_API": run.api}
+        gpu_run = run.spec["device"] == "gpu"
+        cuda_cache = cuda_cache_dir(f"{run.framework}-{run.flavour}-{environment['lock_sha256'][:16]}") \
+            if gpu_run else None
+        if cuda_cache is not None:
+            cuda_cache.mkdir(parents=True, exist_ok=True)
+        cuda_before = tree_bytes(cuda_cache) if cuda_cache is not None else 0
+        env, scrubbed = workload_environment(run, cuda_cache=cuda_cache)
+        recorded: dict = {"environment_scrubbed": scrubbed}
         cache = images.compile_cache_dir(run.framework, run.flavour, environment["lock_sha256"])
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             env["DLBENCH_COMPILE_CACHE"] = str(cache)
         resources = self.recorded_resources(run)
-        sink = OutputSink(run_dir.file("output.log"), on_event)
         # Own process group, so a timeout or Ctrl-C stops the workload and its children.
         self._process = proc = subprocess.Popen(cmd, env=env, cwd=run_dir.path,
                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
+        monitor = self.monitor_run(run, run_dir, proc.pid).start()  # before the output: it marks
+        if gpu_run:                                                  # the timed epochs
+            recorded["gpus"] = self.recorded_gpus(run, monitor)
+        sink = OutputSink(run_dir.file("output.log"), observed(on_event, monitor))
         reader = threading.Thread(target=_pump, args=(proc, sink), daemon=True)
         reader.start()
-        monitor = self.monitor_run(run, run_dir, proc.pid).start()
         timed_out = False
         try:
             proc.wait(timeout=run.timeout)
@@ -132,7 +185,9 @@ class LocalBackend(Backend):
         reader.join(timeout=30)
         sink.close()
         self._process = None
-        return Execution(proc.returncode, timed_out=timed_out, resources=resources)
+        if cuda_cache is not None:
+            recorded["cuda_cache"] = cuda_cache_record(cuda_cache, cuda_before)
+        return Execution(proc.returncode, timed_out=timed_out, resources=resources, recorded=recorded)
 
     def interrupt(self) -> None:
         if self._process is not None:
@@ -160,14 +215,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def check_gpu() -> None:
+def check_gpu(nvml=None) -> None:
     """Without Docker, a GPU run needs the NVIDIA driver on this host (NVML answers)."""
     import pynvml
 
+    nvml = nvml or pynvml
     try:
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
-        pynvml.nvmlShutdown()
+        nvml.nvmlInit()
+        count = nvml.nvmlDeviceGetCount()
+        nvml.nvmlShutdown()
     except pynvml.NVMLError as exc:
         raise DlbenchError(f"GPU requested but no NVIDIA driver answers on this host (NVML: {exc}); "
                            "run the CPU suite (make bench) or use a GPU machine") from None

@@ -339,7 +339,26 @@ def run(spec: dict, out_dir: str) -> int:
     metrics["memory"] = {**metrics.get("memory", {}), "peak_rss_mb": peak_rss_mb()}
     write_json_atomic(metrics_path, metrics)
     emit("done", status=metrics["status"], metrics=metrics_path)
+    for line in closing_lines(metrics, metrics_path):  # for a person; the events are for machines
+        print(line, flush=True)
     return exit_code
+
+
+def closing_lines(metrics: dict, metrics_path: str) -> list[str]:
+    """What happened, in words: the last lines of a run."""
+    fw = metrics["framework"]
+    what = f"{fw['name']}/{fw['api']} {metrics['workload']}"
+    if metrics["status"] != "ok":
+        head = f"dlbench: {what}: {metrics['status']}: {metrics['error']}"
+    else:
+        timing, steady = metrics["timing"], metrics.get("steady_state") or {}
+        median = steady.get("images_per_s_median")
+        steady_txt = f" (steady-state {median:,.0f})" if median else ""
+        epochs = len(metrics["epochs"])
+        head = (f"dlbench: {what}: ok, {epochs} epoch{'s' if epochs > 1 else ''} in "
+                f"{timing['train_total_s']:.1f} s, {timing['images_per_s']:,.0f} img/s{steady_txt}, "
+                f"test accuracy {metrics['test']['accuracy']:.4f} ({metrics['hyperparameters']['precision']})")
+    return [head, f"dlbench: metrics written to {metrics_path}"]
 
 
 def device_memory(impl: Implementation) -> dict:

@@ -126,3 +126,11 @@ def test_a_device_out_of_memory_is_oom_with_its_peak_kept(tmp_path, monkeypatch,
     if status == "oom":
         assert metrics["memory"]["peak_device_mb"] == 123.0
         assert metrics["memory"]["peak_device_kind"] == "recorded: a fixed figure"
+
+
+def test_a_run_ends_with_what_happened_in_words(tmp_path, monkeypatch, capsys):
+    run_recorded(tmp_path, monkeypatch, 1000, 300, 128, epochs=2)
+    *_, head, where = capsys.readouterr().out.splitlines()
+    assert head.startswith("dlbench: pytorch/eager mnist_cnn: ok, 2 epochs in ")
+    assert "img/s" in head and head.endswith("test accuracy 0.5000 (fp32)")
+    assert where == f"dlbench: metrics written to {tmp_path / 'metrics.json'}"

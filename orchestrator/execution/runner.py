@@ -113,17 +113,17 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
     except KeyboardInterrupt:
         backend.interrupt()
         say(f"Interrupted: finished runs are kept; {resume_hint}")
-        _finish(results)
+        _finish(results, say)
         raise
     except DlbenchError as exc:  # the backend lost its engine: no later run could start
-        _finish(results)
+        _finish(results, say)
         raise DlbenchError(f"{exc}; finished runs are kept, {resume_hint}") from None
     except OSError as exc:  # the results filesystem filled up or went away
         if exc.errno is None:  # not the filesystem (e.g. an HTTP error a backend let through)
             raise
         raise DlbenchError(f"{results.path}: cannot write results ({exc.strerror or exc}); "
                            f"finished runs are kept, free space and {resume_hint}") from None
-    _finish(results)
+    _finish(results, say)
 
 
 def unsupported(run: PlannedRun) -> str | None:
@@ -258,8 +258,10 @@ def _refused_entries(run_dir: RunDir) -> str | None:
     return f"run directory not collected: {removed[0]}{more}; removed unread"
 
 
-def _finish(results: ResultsDir) -> None:
+def _finish(results: ResultsDir, say: Callable[[str], None] = print) -> None:
     context = report.load(results.path)  # the runs and every analysis of them, each made once
     results.write_json("summary.json", summarize(context["runs"], analyses=context))
     results.write_text("report.html", report.render(context))
-    bundle.seal(results.path)  # summary.csv + MANIFEST.sha256: always the last files written
+    removed = bundle.seal(results.path)  # summary.csv + MANIFEST.sha256: always the last files written
+    if removed:  # a signature of the manifest this seal replaced (a resume after signing)
+        say(removed)

@@ -2,9 +2,11 @@
 
 The bundle IS results/<timestamp>-<suite>/. Sealing (the runner's last step)
 adds summary.csv and MANIFEST.sha256 (sha256sum format, sorted relative paths,
-every file but itself). `verify` re-hashes everything and checks each JSON
-document against its schema; `pack` makes a byte-reproducible .tar.gz; `opened`
-lets every command read a directory and a .tar.gz alike.
+every file but itself and its signature). `verify` re-hashes everything and checks each
+JSON document against its schema; `pack` makes a byte-reproducible .tar.gz; `opened`
+lets every command read a directory and a .tar.gz alike. MANIFEST.sha256.sig, when there,
+is the manifest's signature (orchestrator.results.signing): sealing again removes it unless
+the manifest it writes is the one signed.
 
 A bundle holds regular files and directories only: none of these ever follows a link or
 opens a FIFO or device (orchestrator.results.nofollow); each such entry is one problem
@@ -37,7 +39,10 @@ from orchestrator.results.metrics import column_metrics
 from orchestrator.results.output import write_output
 
 MANIFEST = "MANIFEST.sha256"
-NOT_RESULTS = (MANIFEST, lock.LOCK_FILE)  # what the manifest never lists (the lock: not a result)
+# The manifest's OpenSSH signature (orchestrator.results.signing): it signs the manifest, so
+# the manifest cannot list it.
+SIGNATURE = "MANIFEST.sha256.sig"
+NOT_RESULTS = (MANIFEST, SIGNATURE, lock.LOCK_FILE)  # what the manifest never lists (the lock: not a result)
 NEVER_SEALED = f"{MANIFEST}: missing (the bundle was never sealed; a suite run writes it last)"
 SUMMARY_CSV = "summary.csv"
 # What `dlbench run --resume` writes anew whatever was there: never adopted, so not checked
@@ -75,15 +80,16 @@ def bundle_name(path: Path) -> str:
 # Sealing (written last by the runner)
 # ---------------------------------------------------------------------------
 
-def seal(path: Path) -> None:
+def seal(path: Path) -> str | None:
     """summary.csv from summary.json, then MANIFEST.sha256 over every file. Refuses (one
-    line) a directory holding a link, FIFO, socket or device: none is followed or hashed."""
+    line) a directory holding a link, FIFO, socket or device: none is followed or hashed.
+    Returns write_manifest's line about a signature it removed, if it removed one."""
     path = Path(path)
     _refuse_to(path, "seal")
     summary = _load_json(path, "summary.json")
     if summary is not None:
-        _write_atomic(path / SUMMARY_CSV, summary_csv(summary).encode("utf-8"))
-    write_manifest(path)
+        write_atomic(path / SUMMARY_CSV, summary_csv(summary).encode("utf-8"))
+    return write_manifest(path)
 
 
 def csv_columns() -> list[str]:
@@ -111,11 +117,28 @@ def bundle_files(path: Path) -> list[str]:
     return [rel for rel in nofollow.scan(Path(path))[0] if rel not in NOT_RESULTS]
 
 
-def write_manifest(path: Path) -> None:
+def write_manifest(path: Path) -> str | None:
+    """MANIFEST.sha256 over every file. A signature of another manifest than the one written
+    (re-sealed after signing: a re-render, a resume) is removed first, so that a bundle is
+    signed only by signatures that verify: returns one line saying so, None otherwise."""
     path = Path(path)
     _refuse_to(path, "seal")
     lines = [f"{nofollow.sha256(path, rel)}  {rel}\n" for rel in bundle_files(path)]
-    _write_atomic(path / MANIFEST, "".join(lines).encode("utf-8"))
+    payload = "".join(lines).encode("utf-8")
+    removed = None
+    if os.path.lexists(path / SIGNATURE) and _manifest_bytes(path) != payload:
+        os.unlink(path / SIGNATURE)  # unlink never follows (_refuse_to let no link through anyway)
+        removed = (f"{path / SIGNATURE}: removed: it signed the manifest this seal replaced; "
+                   "sign the bundle again (dlbench sign)")
+    write_atomic(path / MANIFEST, payload)
+    return removed
+
+
+def _manifest_bytes(path: Path) -> bytes | None:
+    try:
+        return nofollow.read_bytes(path, MANIFEST)
+    except (FileNotFoundError, DlbenchError):
+        return None
 
 
 def _refuse_to(path: Path, action: str) -> None:
@@ -125,7 +148,7 @@ def _refuse_to(path: Path, action: str) -> None:
         raise DlbenchError(f"{path}: cannot {action}: {others[0][1]}{more}")
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
+def write_atomic(path: Path, payload: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # a leftover (or planted link) is replaced, never written through

@@ -1,4 +1,4 @@
-"""`dlbench`: plan | run | check | report | verify | pack | compare | rerun | images | data | sysinfo.
+"""`dlbench`: plan | run | check | report | verify | sign | pack | compare | site | rerun | images | data | sysinfo.
 
 Every user-fixable problem surfaces as `dlbench: error: <one line>` and exit 2.
 One module per command group (suite, bundle, images, data); this one builds the
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli.data import add_data_commands
     from orchestrator.cli.doctor import add_doctor_command
     from orchestrator.cli.images import add_image_commands, add_sysinfo_command
+    from orchestrator.cli.site import add_site_command
     from orchestrator.cli.suite import add_suite_commands
     from orchestrator.images.context import dlbench_version
 
@@ -37,11 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True,
                                 help="what to do (`dlbench COMMAND --help`: its options)")
     add_suite_commands(sub)     # plan | run | check
-    add_bundle_commands(sub)    # verify | pack | report | compare | rerun
+    add_bundle_commands(sub)    # verify | sign | pack | report | compare | rerun
     add_image_commands(sub)     # images build | base
     add_data_commands(sub)      # data list | fetch | import | verify
     add_sysinfo_command(sub)
     add_doctor_command(sub)     # doctor [SUITE]
+    add_site_command(sub)       # site BUNDLE... -o DIR
     return parser
 
 

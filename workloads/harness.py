@@ -23,12 +23,12 @@ from contract.datasets import model_fits
 from contract.events import format_event
 from contract.hostinfo import cpu_model_name
 from contract.jsonio import write_json_atomic
-from contract.models import ADAM, MODELS
+from contract.models import ADAM, MODELS, RecurrentSpec
 from contract.registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT, precision_problem
 from contract.schemas import load_schema
 
 from . import data as data_mod
-from .loc import logical_lines_of_implementation
+from .loc import logical_lines_of_implementation, logical_lines_of_workload
 
 SCHEMA_VERSION = 1
 
@@ -400,7 +400,10 @@ class _Trainer:
         impl: Implementation = module.Implementation(spec)
         self.impl = impl
         metrics["framework"]["version"] = impl.version()
-        metrics["lines_of_code"] = logical_lines_of_implementation(str(module.__file__))
+        # "ease of coding": the lines on this workload's path (workloads/loc.py), and the files
+        metrics["lines_of_code"] = logical_lines_of_workload(
+            str(module.__file__), "recurrent" if isinstance(impl.model_spec, RecurrentSpec) else "conv")
+        metrics["lines_of_code_file"] = logical_lines_of_implementation(str(module.__file__))
 
         options = impl.configure()
         options["data_layout"] = impl.data_layout

@@ -84,8 +84,10 @@ METRICS: tuple[Metric, ...] = (
            column=True, best=True, statistics=True, compare=True),
     Metric("test_accuracy", ("test", "accuracy"), "Test accuracy", higher_is_better=True, digits=4,
            fraction=True, column=True, best=True, statistics=True, compare=True),
+    # the lines on this workload's path (workloads/loc.py: one rule for every framework)
     Metric("lines_of_code", ("lines_of_code",), "Lines of code", higher_is_better=False,
            column=True, best=True),
+    Metric("lines_of_code_file", ("lines_of_code_file",), "Lines of code, whole file"),
     Metric("startup_s", ("timing", "startup_s"), "Process start → harness", "s", higher_is_better=False,
            digits=3),
 )

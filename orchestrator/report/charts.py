@@ -45,7 +45,7 @@ def _style(chart_id: str) -> dict:
             "axes.prop_cycle": cycler(color=PALETTE)}
 
 
-def _figure(panels: int = 1, height: float = 3.0):
+def figure(panels: int = 1, height: float = 3.0):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(WIDTH_IN, height), layout="constrained")
@@ -53,7 +53,7 @@ def _figure(panels: int = 1, height: float = 3.0):
     return fig, list(axes)
 
 
-def _render(chart_id: str, title: str, caption: str, draw) -> Chart:
+def render(chart_id: str, title: str, caption: str, draw) -> Chart:
     """Run draw() under the chart's rc settings and serialise the figure it returns."""
     import matplotlib
 
@@ -70,12 +70,12 @@ def _render(chart_id: str, title: str, caption: str, draw) -> Chart:
 LEGEND_COLUMNS = 2  # run ids of matrix suites run to ~60 characters
 
 
-def _legend_height(entries: int) -> float:
-    """Inches the legend under a figure takes (see _legend_below)."""
+def legend_height(entries: int) -> float:
+    """Inches the legend under a figure takes (see legend_below)."""
     return 0.17 * -(-entries // LEGEND_COLUMNS)
 
 
-def _legend_below(fig, axes) -> None:
+def legend_below(fig, axes) -> None:
     """One legend for all panels, under them: a suite of dozens of runs must not squeeze
     the plots away (a legend inside an axis grows with every run)."""
     entries: dict = {}
@@ -101,7 +101,7 @@ def throughput(groups: list[Group]) -> Chart | None:
     repeats = any(len(g.values("images_per_s")) > 1 for g in groups)
 
     def draw():
-        fig, (ax,) = _figure(height=0.9 + 0.42 * len(groups))
+        fig, (ax,) = figure(height=0.9 + 0.42 * len(groups))
         colors = _colors(groups)
         labels: list[str] = []
         means: list[float] = []
@@ -126,7 +126,7 @@ def throughput(groups: list[Group]) -> Chart | None:
 
     caption = ("Mean over repeats; whiskers: 95% t-interval of the mean." if repeats
                else "One run per entry: run the suite with `repeats` for confidence intervals.")
-    return _render("throughput", "Throughput per framework", caption, draw)
+    return render("throughput", "Throughput per framework", caption, draw)
 
 
 def convergence(groups: list[Group]) -> Chart | None:
@@ -135,7 +135,7 @@ def convergence(groups: list[Group]) -> Chart | None:
         return None
 
     def draw():
-        fig, (loss_ax, acc_ax) = _figure(panels=2, height=3.0 + _legend_height(len(curves)))
+        fig, (loss_ax, acc_ax) = figure(panels=2, height=3.0 + legend_height(len(curves)))
         colors = _colors(groups)
         for g in curves:
             for ax, field in ((loss_ax, "loss"), (acc_ax, "test_accuracy")):
@@ -146,10 +146,10 @@ def convergence(groups: list[Group]) -> Chart | None:
         acc_ax.set(title="Test accuracy", xlabel="epoch")
         for ax in (loss_ax, acc_ax):
             ax.xaxis.get_major_locator().set_params(integer=True)
-        _legend_below(fig, (loss_ax, acc_ax))
+        legend_below(fig, (loss_ax, acc_ax))
         return fig
 
-    return _render("convergence", "Convergence: loss and accuracy per epoch",
+    return render("convergence", "Convergence: loss and accuracy per epoch",
                    "Mean over repeats, per epoch. Test accuracy is measured after each epoch.", draw)
 
 
@@ -171,7 +171,7 @@ def monitor_timelines(rows: list[dict]) -> Chart | None:
         return None
 
     def draw():
-        fig, axes = _figure(panels=len(present), height=2.8 + _legend_height(len(runs)))
+        fig, axes = figure(panels=len(present), height=2.8 + legend_height(len(runs)))
         for ax, (key, title) in zip(axes, present):
             for index, row in enumerate(runs):
                 points = _series(row["monitor"], key)
@@ -179,10 +179,10 @@ def monitor_timelines(rows: list[dict]) -> Chart | None:
                     ax.plot(*zip(*points), linewidth=1, color=PALETTE[index % len(PALETTE)],
                             label=row["run_id"])
             ax.set(title=title, xlabel="seconds since start")
-        _legend_below(fig, axes)
+        legend_below(fig, axes)
         return fig
 
-    return _render("monitor", "Resource use over time",
+    return render("monitor", "Resource use over time",
                    "Sampled on the host while each run lasted (runs/<id>/monitor.jsonl).", draw)
 
 
@@ -213,7 +213,7 @@ def time_vs_code(groups: list[Group]) -> Chart | None:
         return None
 
     def draw():
-        fig, (ax,) = _figure(height=3.2)
+        fig, (ax,) = figure(height=3.2)
         colors = _colors(groups)
         for g in points:
             ax.scatter(g.lines_of_code(), g.mean("train_total_s"), s=40, color=colors[g.key], zorder=3)
@@ -224,7 +224,7 @@ def time_vs_code(groups: list[Group]) -> Chart | None:
         ax.margins(0.25)
         return fig
 
-    return _render("time-vs-code", "Speed vs ease of coding",
+    return render("time-vs-code", "Speed vs ease of coding",
                    "Bottom left is best: fast to train and short to write.", draw)
 
 
@@ -237,7 +237,7 @@ def cpu_vs_gpu(groups: list[Group]) -> Chart | None:
         return None
 
     def draw():
-        fig, (ax,) = _figure(height=3.0)
+        fig, (ax,) = figure(height=3.0)
         names = [f"{fw}/{api}" + (f" b{bs}" if len({k[2] for k in both}) > 1 else "")
                  for fw, api, bs in both]
         for offset, device in ((-0.2, "cpu"), (0.2, "gpu")):
@@ -249,7 +249,7 @@ def cpu_vs_gpu(groups: list[Group]) -> Chart | None:
         ax.grid(axis="x", visible=False)
         return fig
 
-    return _render("cpu-vs-gpu", "CPU vs GPU", "Same framework, API and batch size on each device.", draw)
+    return render("cpu-vs-gpu", "CPU vs GPU", "Same framework, API and batch size on each device.", draw)
 
 
 def batch_sweep(groups: list[Group]) -> Chart | None:
@@ -260,7 +260,7 @@ def batch_sweep(groups: list[Group]) -> Chart | None:
         lines.setdefault((g.framework, g.api, g.device), []).append(g)
 
     def draw():
-        fig, (tp_ax, acc_ax) = _figure(panels=2)
+        fig, (tp_ax, acc_ax) = figure(panels=2)
         devices = len({k[2] for k in lines}) > 1
         for index, ((fw, api, device), members) in enumerate(lines.items()):
             members = sorted(members, key=lambda g: cast(int, g.batch_size))  # a sweep sets them all
@@ -277,7 +277,7 @@ def batch_sweep(groups: list[Group]) -> Chart | None:
         acc_ax.legend(fontsize=8, frameon=False)
         return fig
 
-    return _render("batch-sweep", "Batch-size sweep",
+    return render("batch-sweep", "Batch-size sweep",
                    "Runs that differ in batch size: throughput and accuracy against it.", draw)
 
 

@@ -118,7 +118,7 @@ def leaderboard_chart(board: views.Leaderboard) -> charts.Chart | None:
         e.machine.label for e in shown if e.machine.key == k))
 
     def draw():
-        fig, (ax,) = charts._figure(height=1.2 + 0.3 * len(shown) + charts._legend_height(len(machine_keys)))
+        fig, (ax,) = charts.figure(height=1.2 + 0.3 * len(shown) + charts.legend_height(len(machine_keys)))
         for index, key in enumerate(machine_keys):
             rows = [(i, e) for i, e in enumerate(shown) if e.machine.key == key]
             means = [e.mean(metric.key) for _, e in rows]
@@ -136,10 +136,10 @@ def leaderboard_chart(board: views.Leaderboard) -> charts.Chart | None:
         ax.set_xlabel(f"{metric.phrase}, mean over repeats (higher is better)")
         ax.margins(x=0.15)
         ax.grid(axis="y", visible=False)
-        charts._legend_below(fig, [ax])
+        charts.legend_below(fig, [ax])
         return fig
 
     caption = ("Whiskers: 95% t-interval of the mean over repeats." if board.with_repeats
                else "One run per entry: run suites with `repeats` for confidence intervals.")
     more = f" The {CHART_ROWS} best of {len(board.ranked)}." if len(board.ranked) > CHART_ROWS else ""
-    return charts._render(f"leaderboard-{board.slug}", f"{metric.label} by machine", caption + more, draw)
+    return charts.render(f"leaderboard-{board.slug}", f"{metric.label} by machine", caption + more, draw)

@@ -19,7 +19,7 @@ from orchestrator import report
 from orchestrator.analysis.summary import summarize
 from orchestrator.datasets import provenance
 from orchestrator.errors import DlbenchError, EnvironmentUnavailable
-from orchestrator.execution import monitor, sysinfo
+from orchestrator.execution import monitor_summary, sysinfo
 from orchestrator.execution.backends.base import Backend, Execution
 from orchestrator.images import gpu_compat
 from orchestrator.plan.suite import PlannedRun, Suite
@@ -206,7 +206,7 @@ def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_d
             "finished_at": now_iso(), "wall_s": round(time.monotonic() - started, 3),
             "container": execution.container, "resources": execution.resources,
             "metrics_valid": metrics_valid,
-            "monitor": monitor.run_summary(run_dir.path, run.monitor_interval),
+            "monitor": monitor_summary.run_summary(run_dir.path, run.monitor_interval),
         })
         return outcome if not message else f"{outcome}: {message}"
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from orchestrator.errors import DlbenchError
-from orchestrator.execution import monitor, sysinfo
+from orchestrator.execution import monitor, monitor_summary, sysinfo
 from orchestrator.execution.backends.base import CUDA_CACHE_MAXSIZE
 from orchestrator.execution.backends.local import LocalBackend, scrub, workload_environment
 from orchestrator.plan.suite import load_suite
@@ -251,7 +251,7 @@ def test_local_gpu_run_on_its_own_gpu_fake_nvml(tmp_path, monkeypatch, fake_venv
     marks = [line for line in lines if "timed" in line]
     assert samples and all([g["index"] for g in line["gpus"]] == [1] for line in samples)
     assert [(m["timed"], m["epoch"]) for m in marks] == [("begin", 1), ("end", 1), ("begin", 2), ("end", 2)]
-    summary = monitor.run_summary(run_dir.path, 0.1)
+    summary = monitor_summary.run_summary(run_dir.path, 0.1)
     timed_s = sum(end["t"] - begin["t"] for begin, end in zip(marks[::2], marks[1::2]))
     assert summary["energy_method"] == "nvml_total_energy_counter"
     assert summary["timed_epochs"] == 2 and summary["timed_images"] == 2000
@@ -321,7 +321,7 @@ def test_monitor_samples_only_the_selected_gpus_fake_nvml(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert {g["index"] for line in lines for g in line.get("gpus", [])} == {1}
     assert [line["counters"][0]["index"] for line in lines if "timed" in line] == [1, 1]
-    summary = monitor.summarize(tmp_path / "m.jsonl")
+    summary = monitor_summary.summarize(tmp_path / "m.jsonl")
     assert summary["samples"] == len(lines) - 2 and [g["index"] for g in summary["gpus"]] == [1]
     assert summary["gpus"][0]["process_memory_mb"] == {"peak": 256.0, "mean": 256.0}  # this process only
     assert nvml.initialised == 0
@@ -363,12 +363,12 @@ def test_timed_energy_from_the_counter_over_the_timed_epochs_only(tmp_path):
         sample(0.0), mark(10.0, "begin", 1, 5_000_000), sample(15.0),
         mark(20.0, "end", 1, 6_000_000), mark(20.5, "begin", 2, 6_050_000),
         mark(30.0, "end", 2, 7_000_000), sample(40.0)])
-    summary = monitor.summarize(path)
+    summary = monitor_summary.summarize(path)
     assert summary["samples"] == 3 and summary["gpu_energy_j"] == 4000.0   # whole run, as before
     assert summary["energy_method"] == "nvml_total_energy_counter"
     assert summary["timed_energy_j"] == 1000.0 + 950.0 and summary["timed_images"] == 2000
-    assert monitor.energy_per_train_image(summary, {"status": "ok"}) == pytest.approx(1950.0 / 2000)
-    assert monitor.energy_per_train_image(summary, {"status": "failed"}) is None
+    assert monitor_summary.energy_per_train_image(summary, {"status": "ok"}) == pytest.approx(1950.0 / 2000)
+    assert monitor_summary.energy_per_train_image(summary, {"status": "failed"}) is None
 
 
 @pytest.mark.parametrize("counters", [
@@ -380,16 +380,16 @@ def test_without_a_usable_counter_power_is_integrated_over_the_timed_epochs(tmp_
     path = write_lines(tmp_path / "m.jsonl", [
         sample(0.0, 500.0), mark(10.0, "begin", 1, begin, watts=100.0), sample(15.0, 200.0),
         mark(20.0, "end", 1, end, watts=100.0), sample(30.0, 500.0)])
-    summary = monitor.summarize(path)
+    summary = monitor_summary.summarize(path)
     assert summary["energy_method"] == "power_integration"
     assert summary["timed_energy_j"] == 5 * 150.0 * 2   # the edges' readings and the sample inside
 
 
 def test_no_timed_epoch_or_no_power_means_no_energy_per_image(tmp_path):
-    whole_run = monitor.summarize(write_lines(tmp_path / "a.jsonl", [sample(0.0), sample(1.0)]))
+    whole_run = monitor_summary.summarize(write_lines(tmp_path / "a.jsonl", [sample(0.0), sample(1.0)]))
     assert whole_run["gpu_energy_j"] == 100.0
     assert (whole_run["energy_method"], whole_run["timed_energy_j"], whole_run["timed_epochs"]) == (None, None, 0)
-    no_power = monitor.summarize(write_lines(tmp_path / "b.jsonl", [
+    no_power = monitor_summary.summarize(write_lines(tmp_path / "b.jsonl", [
         mark(0.0, "begin", 1, watts=None), sample(0.5, None), mark(1.0, "end", 1, watts=None)]))
     assert no_power["energy_method"] is None and no_power["timed_energy_j"] is None
     assert no_power["timed_images"] == 1000
@@ -403,15 +403,15 @@ def test_timed_lines_the_workload_could_forge_are_ignored(tmp_path):
         {"t": 4.0, "timed": "end", "epoch": 2, "images": "many", "counters": [{"index": [0]}]},
         mark(6.0, "end", 3, 10), mark(5.0, "begin", 4, 10), ["not", "an", "object"],
         {"timed": "begin"}, sample(7.0)])
-    summary = monitor.summarize(path)
+    summary = monitor_summary.summarize(path)
     assert summary["samples"] == 2 and summary["timed_epochs"] == 0 and summary["energy_method"] is None
 
 
 def test_process_memory_the_driver_does_not_give_is_null_and_said(tmp_path):
-    summary = monitor.summarize(write_lines(tmp_path / "m.jsonl", [sample(0.0), sample(1.0)]))
+    summary = monitor_summary.summarize(write_lines(tmp_path / "m.jsonl", [sample(0.0), sample(1.0)]))
     assert summary["gpus"][0]["process_memory_mb"] == {"peak": None, "mean": None}
-    assert summary["process_memory_note"] == monitor.NO_PROCESS_MEMORY
-    cpu_only = monitor.summarize(write_lines(tmp_path / "c.jsonl", [{"t": 0.0, "cpu_percent": 1.0}]))
+    assert summary["process_memory_note"] == monitor_summary.NO_PROCESS_MEMORY
+    cpu_only = monitor_summary.summarize(write_lines(tmp_path / "c.jsonl", [{"t": 0.0, "cpu_percent": 1.0}]))
     assert cpu_only["process_memory_note"] is None
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.execution import monitor
+from orchestrator.execution import monitor, monitor_summary
 from orchestrator.execution.backends.docker import docker_sample
 from orchestrator.execution.backends.local import LocalBackend
 from orchestrator.results.directory import RunDir, schema_error
@@ -38,7 +38,7 @@ def test_process_tree_monitor_records_real_cpu_and_memory(tmp_path):
     assert len(lines) >= 5
     assert all(set(line) >= {"t", "cpu_percent", "memory_mb"} for line in lines)
     assert [line["t"] for line in lines] == sorted(line["t"] for line in lines)
-    summary = monitor.run_summary(tmp_path, 0.2)
+    summary = monitor_summary.run_summary(tmp_path, 0.2)
     assert summary["cpu_percent"]["peak"] > 50          # one core spinning
     assert summary["memory_mb"]["peak"] > 50            # the 50 MB buffer, plus two interpreters
     assert summary["gpus"] == [] and summary["energy_per_train_image_j"] is None
@@ -91,7 +91,7 @@ def test_gpu_series_and_energy_fake_nvml(tmp_path):
                               "process_memory_mb": None},  # this stand-in lists no processes
                              {"index": 1, "util_percent": 10, "memory_mb": 512.0, "power_w": None,
                               "process_memory_mb": None}]
-    summary = monitor.summarize(tmp_path / "monitor.jsonl", 0.1)
+    summary = monitor_summary.summarize(tmp_path / "monitor.jsonl", 0.1)
     gpu0, gpu1 = summary["gpus"]
     assert gpu0["power_w"] == {"peak": 200.0, "mean": 200.0}
     assert gpu0["energy_j"] == pytest.approx(200.0 * summary["duration_s"], rel=0.01)
@@ -112,7 +112,7 @@ def test_energy_per_training_image_fake_nvml(tmp_path):
     (tmp_path / "monitor.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     metrics = {"status": "ok", "dataset": {"train_samples": 1000}, "epochs": [{}, {}]}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    summary = monitor.run_summary(tmp_path, 1.0)
+    summary = monitor_summary.run_summary(tmp_path, 1.0)
     assert summary["samples"] == 4 and summary["gpu_energy_j"] == 300.0   # the whole run
     assert summary["timed_energy_j"] == 100.0 and summary["energy_method"] == "power_integration"
     assert summary["energy_per_train_image_j"] == pytest.approx(100.0 / 500)
@@ -138,7 +138,7 @@ def test_a_monitor_that_never_started_stops_quietly(tmp_path):
     started = time.monotonic()
     local_monitor(999_999_999, RunDir(tmp_path), 0.5).start().stop()  # no such pid
     assert time.monotonic() - started < 5
-    assert monitor.summarize(tmp_path / "absent.jsonl") is None
+    assert monitor_summary.summarize(tmp_path / "absent.jsonl") is None
 
 
 class Steady:

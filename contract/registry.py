@@ -73,11 +73,6 @@ PRECISION_DEVICE_RULES = {
 }
 _NO_MIXED = "no mixed-precision training API"
 PRECISION_UNSUPPORTED: dict[tuple[str, str], dict[str, str]] = {
-    ("tensorflow-legacy", "estimator"): {
-        "bf16": "the Estimator's model_fn builds a graph-mode Keras 2 model; Keras' mixed policy "
-                "is not applied to it (TF 2.15)",
-        "fp16": "the Estimator's model_fn builds a graph-mode Keras 2 model; Keras' mixed policy "
-                "is not applied to it (TF 2.15)"},
     ("jax", "flax"): {"fp16": "optax has no loss scaling; dlbench does not hand-roll one"},
     ("mxnet", "gluon"): {
         "tf32": "MXNet 1.9 has no switch that turns TF32 on for its cuBLAS matmuls",
@@ -94,6 +89,13 @@ PRECISION_UNSUPPORTED: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
+# What a framework/API cannot do on one device only: (policy, device) -> reason.
+PRECISION_UNSUPPORTED_ON: dict[tuple[str, str], dict[tuple[str, str], str]] = {
+    ("paddle", "dygraph"): {("bf16", "cpu"): "Paddle 3.3's auto_cast does nothing on the CPU: "
+                                             "the run would be fp32 under a bf16 label"},
+}
+
+
 def precision_problem(framework: str, api: str, precision: str, device: str) -> str | None:
     """Why framework/api cannot run `precision` on `device`, or None when it can."""
     if precision not in PRECISION_POLICIES:
@@ -101,4 +103,5 @@ def precision_problem(framework: str, api: str, precision: str, device: str) -> 
     rule = PRECISION_DEVICE_RULES.get((precision, device))
     if rule:
         return rule
-    return PRECISION_UNSUPPORTED.get((framework, api), {}).get(precision)
+    return (PRECISION_UNSUPPORTED.get((framework, api), {}).get(precision)
+            or PRECISION_UNSUPPORTED_ON.get((framework, api), {}).get((precision, device)))

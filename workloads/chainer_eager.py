@@ -85,9 +85,12 @@ class Implementation(Base):
         self.optimizer.setup(self.model)
         return sum(p.size for p in self.model.params())
 
+    def precision_settings(self):  # fp32 only: no bfloat16 dtype, mixed16 needs CuPy
+        return {"dtype": str(chainer.config.dtype), "parameter_dtype": str(next(self.model.params()).dtype)}
+
     def train_epoch(self, x, y, batch_size):
         loss_sum, correct = 0.0, 0
-        for s in batches(len(x), batch_size):
+        for s in self.train_batches(len(x), batch_size):
             logits = self.model(x[s])
             loss = F.softmax_cross_entropy(logits, y[s])
             self.model.cleargrads()

@@ -6,6 +6,7 @@ itself is written; NNX's stateful modules go through nnx.jit, which walks the ob
 graph in Python on every call, a per-step cost this small model would feel."""
 import math
 import os
+from typing import Any
 
 import flax
 import jax
@@ -18,7 +19,7 @@ from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, ConvNe
 
 from .harness import Implementation as Base
 from .harness import batches
-from .xla_threads import limit_xla_cpu_threads
+from .xla_threads import cuda_libraries, limit_xla_cpu_threads
 
 # Keras' init everywhere; flax's own default kernel init is lecun_normal.
 KERAS_INIT = {"kernel_init": nn.initializers.glorot_uniform(), "bias_init": nn.initializers.zeros}
@@ -31,36 +32,40 @@ def symmetric_uniform(limit):
 
 class CNN(nn.Module):
     m: ConvNetSpec
+    dtype: Any = jnp.float32  # compute dtype; parameters stay float32 (flax's param_dtype)
 
     @nn.compact
     def __call__(self, x, train):
         for block in self.m.blocks:
             for filters, kernel in block.convs:
-                conv = nn.Conv(filters, (kernel, kernel), padding=block.padding.upper(), **KERAS_INIT)
+                conv = nn.Conv(filters, (kernel, kernel), padding=block.padding.upper(),
+                               dtype=self.dtype, **KERAS_INIT)
                 x = nn.relu(conv(x))
             x = nn.max_pool(x, (block.pool, block.pool), strides=(block.pool, block.pool))
             if block.dropout:
                 x = nn.Dropout(block.dropout, deterministic=not train)(x)
-        x = nn.relu(nn.Dense(self.m.dense_units, **KERAS_INIT)(x.reshape((x.shape[0], -1))))
+        x = nn.relu(nn.Dense(self.m.dense_units, dtype=self.dtype, **KERAS_INIT)(x.reshape((x.shape[0], -1))))
         x = nn.Dropout(self.m.dropout, deterministic=not train)(x)
-        return nn.Dense(self.m.classes, **KERAS_INIT)(x)
+        return nn.Dense(self.m.classes, dtype=self.dtype, **KERAS_INIT)(x).astype(jnp.float32)
 
 
 class LSTMClassifier(nn.Module):
     m: RecurrentSpec
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train):
         e, h = self.m.embedding_dim, self.m.hidden_units
-        x = nn.Embed(self.m.vocab_size, e, embedding_init=symmetric_uniform(EMBEDDING_INIT_RANGE))(x)
+        x = nn.Embed(self.m.vocab_size, e, dtype=self.dtype,
+                     embedding_init=symmetric_uniform(EMBEDDING_INIT_RANGE))(x)
         # The cell keeps one (E, H) / (H, H) kernel per gate (hidden ones with the bias: one
         # bias per gate, as in Keras) and initialises each alone. Keras' Glorot limit over the
         # whole (E, 4H) kernel is sqrt(6 / (E + 4H)); orthogonal blocks scaled by 1/2 make the
         # (H, 4H) recurrent kernel row-orthonormal, as Keras' is (though not Haar-distributed).
         cell = nn.OptimizedLSTMCell(h, kernel_init=symmetric_uniform(math.sqrt(6 / (e + 4 * h))),
-                                    recurrent_kernel_init=nn.initializers.orthogonal(0.5))
+                                    recurrent_kernel_init=nn.initializers.orthogonal(0.5), dtype=self.dtype)
         x = nn.RNN(cell)(x)[:, -1]  # last hidden state, all steps (no masking)
-        return nn.Dense(self.m.classes, **KERAS_INIT)(x)
+        return nn.Dense(self.m.classes, dtype=self.dtype, **KERAS_INIT)(x).astype(jnp.float32)
 
 
 def with_forget_bias(params):
@@ -86,6 +91,11 @@ class Implementation(Base):
             raise RuntimeError("device gpu requested but JAX sees no GPU")
         self.device = jax.devices("gpu" if self.gpu else "cpu")[0]
         jax.config.update("jax_default_device", self.device)
+        # fp32: full-precision float32 matmuls and convolutions (on GPU XLA's default may use TF32)
+        jax.config.update("jax_default_matmul_precision",
+                          "tensorfloat32" if self.precision == "tf32" else "highest")
+        # bf16: bfloat16 compute, float32 parameters and optimizer state, logits cast to float32
+        self.compute_dtype = jnp.bfloat16 if self.precision == "bf16" else jnp.float32
         self.init_key, self.dropout_key = jax.random.split(jax.random.key(self.spec["seed"]))
         options = {"intra_op_threads": pool, "inter_op_threads": None, "jit": True,
                    "platform": self.device.platform, "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -97,8 +107,8 @@ class Implementation(Base):
 
     def build(self, m):
         recurrent = isinstance(m, RecurrentSpec)
-        self.model = LSTMClassifier(m) if recurrent else CNN(m)
-        sample = jnp.zeros((1, *m.input_shape), m.input_dtype)
+        self.model = (LSTMClassifier if recurrent else CNN)(m, dtype=self.compute_dtype)
+        self.sample = sample = jnp.zeros((1, *m.input_shape), m.input_dtype)
         params = self.model.init(self.init_key, sample, train=False)["params"]
         if recurrent:
             params = with_forget_bias(params)
@@ -109,6 +119,19 @@ class Implementation(Base):
         self.eval_step = jax.jit(self._eval_step)
         self.forward = jax.jit(lambda p, x: self.model.apply({"params": p}, x, train=False))
         return sum(leaf.size for leaf in jax.tree.leaves(params))
+
+    def precision_settings(self):
+        params = self.state[0]
+        return {"default_matmul_precision": jax.config.jax_default_matmul_precision,
+                "compute_dtype": jnp.dtype(self.compute_dtype).name,
+                "param_dtypes": sorted({leaf.dtype.name for leaf in jax.tree.leaves(params)}),
+                "logits_dtype": jax.eval_shape(self.forward, params, self.sample).dtype.name}
+
+    def gpu_libraries(self):
+        return cuda_libraries()
+
+    device_memory_kind = ("allocator peak: device.memory_stats() peak_bytes_in_use (XLA's allocator, "
+                          "preallocation off; excludes the CUDA context)")
 
     def _loss(self, params, x, y, key):
         logits = self.model.apply({"params": params}, x, train=True, rngs={"dropout": key})
@@ -129,7 +152,7 @@ class Implementation(Base):
 
     def train_epoch(self, x, y, batch_size):
         totals = zero_totals()
-        for s in batches(len(x), batch_size):
+        for s in self.train_batches(len(x), batch_size):
             self.state, totals = self.train_step(self.state, totals, x[s], y[s])
         loss_sum, correct = jax.device_get(totals)  # the epoch's one transfer (and wait)
         return float(loss_sum) / len(x), int(correct) / len(x)

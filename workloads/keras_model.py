@@ -1,8 +1,22 @@
-"""The models as a Keras Sequential (and compiled, with Keras' own fit/evaluate), shared by
-every file that builds them with Keras layers: tf.keras in the TensorFlow files (Keras 2 in
-the legacy image), Keras 3 on any backend in keras_backends.py. The caller passes its own
+"""The models as a Keras Sequential, shared by every file that builds them with Keras
+layers: tf.keras in the TensorFlow files (Keras 2 in the legacy image), Keras 3 on any
+backend in keras_backends.py (keras_fit.py compiles and fits it). The caller passes its own
 `keras` module. Keras' default initialisers (the ones models.py names), each seeded."""
-from contract.models import ADAM, EMBEDDING_INIT_RANGE, RecurrentSpec
+from contract.models import EMBEDDING_INIT_RANGE, RecurrentSpec
+
+
+def mixed_policy(precision):
+    """Keras' global dtype policy for a precision policy: the mixed ones compute in bfloat16 /
+    float16 and keep variables in float32; fp32 and tf32: float32 throughout."""
+    return {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
+
+
+def dtype_settings(keras, model, optimizer):
+    """The dtypes in force and the loss scaling, as Keras reports them (precision_settings)."""
+    return {"dtype_policy": model.dtype_policy.name, "compute_dtype": model.dtype_policy.compute_dtype,
+            "variable_dtype": model.dtype_policy.variable_dtype,
+            "logits_dtype": model.layers[-1].compute_dtype, "optimizer": type(optimizer).__name__,
+            "loss_scaling": isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)}
 
 
 def sequential(keras, m, seed):
@@ -10,6 +24,8 @@ def sequential(keras, m, seed):
     weights depend on the seed alone (not on graph or op order: the Estimator builds a new
     graph for every call)."""
     seeds = iter(range(seed, seed + 100))
+    # under a mixed policy the logits layer computes in float32, so softmax and loss are float32
+    logits_dtype = "float32" if keras.mixed_precision.global_policy().name.startswith("mixed") else None
     glorot = lambda: keras.initializers.GlorotUniform(seed=next(seeds))  # noqa: E731
     layers = keras.layers
     if isinstance(m, RecurrentSpec):  # Keras' LSTM: one bias per gate, forget gate's at 1
@@ -18,7 +34,7 @@ def sequential(keras, m, seed):
                 layers.LSTM(m.hidden_units, kernel_initializer=glorot(),
                             recurrent_initializer=keras.initializers.Orthogonal(seed=next(seeds)))]
         return keras.Sequential([keras.Input(shape=m.input_shape, dtype=m.input_dtype), *body,
-                                 layers.Dense(m.classes, kernel_initializer=glorot())])
+                                 layers.Dense(m.classes, kernel_initializer=glorot(), dtype=logits_dtype)])
     body = []
     for block in m.blocks:
         body += [layers.Conv2D(filters, kernel, padding=block.padding, activation="relu",
@@ -30,7 +46,7 @@ def sequential(keras, m, seed):
         keras.Input(shape=m.input_shape), *body, layers.Flatten(),
         layers.Dense(m.dense_units, activation="relu", kernel_initializer=glorot()),
         layers.Dropout(m.dropout),
-        layers.Dense(m.classes, kernel_initializer=glorot())])
+        layers.Dense(m.classes, kernel_initializer=glorot(), dtype=logits_dtype)])
 
 
 def lstm_options(m, gpu):
@@ -39,22 +55,3 @@ def lstm_options(m, gpu):
         return {}
     return {"lstm_kernel": "keras.layers.LSTM: cuDNN-fused on GPU (default activations, "
                            "no mask)" if gpu else "keras.layers.LSTM: generic kernel (CPU)"}
-
-
-def compiled_sequential(keras, m, seed, learning_rate, jit_compile="auto"):
-    model = sequential(keras, m, seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate, **ADAM),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=jit_compile)
-    return model
-
-
-def fit_epoch(model, x, y, batch_size):
-    """One epoch in the order given (no shuffling); Keras' loss is the per-sample mean."""
-    logs = model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0).history
-    return logs["loss"][-1], logs["accuracy"][-1]
-
-
-def evaluate(model, x, y, batch_size):
-    loss, accuracy = model.evaluate(x, y, batch_size=batch_size, verbose=0)
-    return loss, accuracy

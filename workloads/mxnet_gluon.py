@@ -3,6 +3,7 @@ import ctypes
 import glob
 import os
 import sysconfig
+from importlib.metadata import distributions
 
 
 def preload_cuda_wheels():
@@ -123,7 +124,7 @@ class Implementation(Base):
 
     def train_epoch(self, x, y, batch_size):
         loss_sum, correct = mx.nd.zeros(1, ctx=self.ctx), mx.nd.zeros(1, ctx=self.ctx)
-        for s in batches(len(x), batch_size):
+        for s in self.train_batches(len(x), batch_size):
             xb, yb = self._arrays(x, y, s)
             with autograd.record():
                 logits = self.net(xb)
@@ -145,6 +146,17 @@ class Implementation(Base):
 
     def logits(self, x):
         return self.net(mx.nd.array(x, ctx=self.ctx, dtype=x.dtype)).asnumpy()
+
+    def precision_settings(self):
+        # fp32 only. No TF32 switch of MXNet's own (NVIDIA_TF32_OVERRIDE=0 decides); this one,
+        # off by default, would let cuDNN/cuBLAS compute float32 work in float16 on tensor cores
+        return {"parameter_dtypes": sorted({p.data().dtype.__name__ for p in self.net.collect_params().values()}),
+                "cuda_tensor_op_math_allow_conversion": os.environ.get(
+                    "MXNET_CUDA_TENSOR_OP_MATH_ALLOW_CONVERSION", "0") != "0"}
+
+    def gpu_libraries(self):  # the CUDA image loads them from nvidia-*-cu11 wheels (preload above)
+        installed = {dist.metadata["Name"]: dist.version for dist in distributions()}
+        return {"cuda": installed.get("nvidia-cuda-runtime-cu11"), "cudnn": installed.get("nvidia-cudnn-cu11")}
 
     def synchronize(self):
         mx.nd.waitall()  # the engine is asynchronous on CPU too

@@ -9,7 +9,9 @@ from paddle import nn
 from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 
 from .harness import Implementation as Base
-from .harness import batches
+from .harness import Unsupported, batches
+
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # mixed policies; fp32/tf32: none
 
 
 def _init(initializer):
@@ -75,6 +77,7 @@ class Implementation(Base):
         paddle.set_device("gpu:0" if self.gpu else "cpu")
         if self.gpu:  # cuDNN algorithm search, as PyTorch's cudnn.benchmark (a GPU-build flag)
             paddle.set_flags({"FLAGS_cudnn_exhaustive_search": True})
+        self._apply_precision()
         self.to_static = bool(self.spec["options"].get("to_static", False))
         # Paddle sets OMP_NUM_THREADS=1 at import unless the environment (threads.intra_op,
         # applied by the harness before the import) says otherwise; eager ops run in order,
@@ -86,6 +89,37 @@ class Implementation(Base):
             # nn.LSTM runs Paddle's fused `rnn` op: cuDNN's kernel on GPU, its own CPU kernel
             options["lstm_kernel"] = "cudnn" if self.gpu else "rnn_op_cpu"
         return options
+
+    def _apply_precision(self):
+        if self.gpu:  # Paddle's own TF32 switches (cuBLAS, cuDNN): on for tf32 only
+            paddle.base.core.set_cublas_switch(self.precision == "tf32")
+            paddle.base.core.set_cudnn_switch(self.precision == "tf32")
+        self.amp_dtype = AMP_DTYPES.get(self.precision)
+        # auto_cast only warns and does nothing where it cannot cast: refuse instead
+        if self.amp_dtype and not self.gpu:
+            raise Unsupported(f"Paddle {paddle.__version__}'s dygraph AMP (paddle.amp.auto_cast) runs "
+                              "on CUDA, XPU and custom devices only; on the CPU it casts nothing")
+        if self.amp_dtype and not getattr(paddle.amp, f"is_{self.amp_dtype}_supported")():
+            raise Unsupported(f"paddle.amp.is_{self.amp_dtype}_supported() is False on this GPU")
+        # O1: white-listed ops (conv, matmul) in the low precision, parameters stay float32
+        self.scaler = paddle.amp.GradScaler(enable=self.precision == "fp16")  # dynamic loss scaling
+
+    def _auto_cast(self):
+        return paddle.amp.auto_cast(enable=self.amp_dtype is not None, dtype=self.amp_dtype or "float16")
+
+    def precision_settings(self):
+        core = paddle.base.core
+        return {"cublas_tf32": core.get_cublas_switch() if self.gpu else None,
+                "cudnn_tf32": core.get_cudnn_switch() if self.gpu else None,
+                "amp_dtype": self.amp_dtype, "amp_level": "O1" if self.amp_dtype else None,
+                "grad_scaler_enabled": self.scaler.is_enable(),
+                "parameter_dtype": str(self.model.parameters()[0].dtype).removeprefix("paddle.")}
+
+    def gpu_libraries(self):
+        return {"cuda": paddle.version.cuda(), "cudnn": paddle.version.cudnn()}
+
+    device_memory_kind = ("allocator peak: paddle.device.cuda.max_memory_allocated (excludes the "
+                          "allocator's reserve and the CUDA context)")
 
     def build(self, m):
         self.model = _Recurrent(m) if isinstance(m, RecurrentSpec) else _conv_net(m)
@@ -104,12 +138,14 @@ class Implementation(Base):
     def train_epoch(self, x, y, batch_size):
         self.model.train()
         loss_sum, correct = paddle.zeros([]), paddle.zeros([], dtype="int64")
-        for s in batches(len(x), batch_size):
+        for s in self.train_batches(len(x), batch_size):
             xb, yb = self._tensors(x, y, s)
-            logits = self.forward(xb)
-            loss = F.cross_entropy(logits, yb)  # batch mean
-            loss.backward()
-            self.optimizer.step()
+            with self._auto_cast():
+                logits = self.forward(xb).astype("float32")  # softmax and loss in float32
+                loss = F.cross_entropy(logits, yb)  # batch mean
+            self.scaler.scale(loss).backward()  # disabled: the loss itself
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.optimizer.clear_grad()
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
@@ -118,18 +154,20 @@ class Implementation(Base):
     @paddle.no_grad()
     def evaluate(self, x, y, batch_size):
         self.model.eval()
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct = paddle.zeros([]), paddle.zeros([], dtype="int64")
         for s in batches(len(x), batch_size):
             xb, yb = self._tensors(x, y, s)
-            logits = self.forward(xb)
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-            correct += (logits.argmax(1) == yb).sum().item()
-        return loss_sum / len(x), correct / len(x)
+            with self._auto_cast():
+                logits = self.forward(xb).astype("float32")
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+        return loss_sum.item() / len(x), correct.item() / len(x)  # one transfer (and wait)
 
     @paddle.no_grad()
     def logits(self, x):
         self.model.eval()
-        return self.forward(paddle.to_tensor(x)).numpy()
+        with self._auto_cast():
+            return self.forward(paddle.to_tensor(x)).astype("float32").numpy()
 
     def synchronize(self):
         if self.gpu:

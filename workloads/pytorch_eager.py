@@ -7,7 +7,9 @@ from torch import nn
 from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 
 from .harness import Implementation as Base
-from .harness import batches
+from .harness import Unsupported, batches
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # mixed policies; fp32/tf32: none
 
 
 def _conv_net(m):
@@ -73,6 +75,7 @@ class Implementation(Base):
             raise RuntimeError("device gpu requested but torch.cuda.is_available() is False")
         self.device = torch.device("cuda" if self.gpu else "cpu")
         torch.backends.cudnn.benchmark = self.gpu
+        self._apply_precision()
         options = {"intra_op_threads": torch.get_num_threads(),
                    "inter_op_threads": torch.get_num_interop_threads(),
                    "compile": bool(self.spec["options"].get("compile", False)),
@@ -86,6 +89,43 @@ class Implementation(Base):
                 # compile and half the fused op's speed on CPU, so it stays off.
                 options["compile_effect"] = "none: dynamo runs the LSTM model eagerly"
         return options
+
+    def _apply_precision(self):
+        # the legacy TF32 switches only: once the new fp32_precision API has set a flag,
+        # torch 2.13 raises on reading these
+        tf32 = self.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        self.amp_dtype = AUTOCAST.get(self.precision)
+        if self.gpu and self.amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise Unsupported(f"torch {torch.__version__} has no bfloat16 on {torch.cuda.get_device_name()}")
+        if self.amp_dtype and not self.gpu and isinstance(self.model_spec, RecurrentSpec) and \
+                not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # the conv net runs (emulated)
+            raise Unsupported("oneDNN has no bfloat16 LSTM primitive on this CPU (no AVX512 / AMX)")
+        # dynamic loss scaling for float16 only; disabled, scale/step/update are pass-throughs
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=self.amp_dtype is not None)
+
+    def precision_settings(self):
+        return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                "float32_matmul_precision": torch.get_float32_matmul_precision(),
+                "autocast_dtype": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else None,
+                "grad_scaler_enabled": self.scaler.is_enabled(),
+                "parameter_dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                # false: bfloat16 convolutions and matmuls run emulated (slower than float32)
+                "native_bf16": torch.cuda.is_bf16_supported(including_emulation=False) if self.gpu
+                else torch.ops.mkldnn._is_mkldnn_bf16_supported()}
+
+    def gpu_libraries(self):
+        return {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+
+    device_memory_kind = ("allocator peak: torch.cuda.max_memory_allocated (excludes the caching "
+                          "allocator's reserve and the CUDA context)")
 
     def build(self, m):
         model = _Recurrent(m) if isinstance(m, RecurrentSpec) else _conv_net(m)
@@ -106,13 +146,15 @@ class Implementation(Base):
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for s in batches(len(x), batch_size):
+        for s in self.train_batches(len(x), batch_size):
             xb, yb = self._tensors(x, y, s)
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self.forward(xb)
-            loss = F.cross_entropy(logits, yb)
-            loss.backward()
-            self.optimizer.step()
+            with self._autocast():
+                logits = self.forward(xb)
+                loss = F.cross_entropy(logits.float(), yb)  # softmax and loss in float32
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
         return loss_sum.item() / len(x), correct.item() / len(x)  # .item() synchronises
@@ -120,18 +162,21 @@ class Implementation(Base):
     @torch.no_grad()
     def evaluate(self, x, y, batch_size):
         self.model.eval()
-        loss_sum, correct = 0.0, 0
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         for s in batches(len(x), batch_size):
             xb, yb = self._tensors(x, y, s)
-            logits = self.forward(xb)
-            loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-            correct += (logits.argmax(1) == yb).sum().item()
-        return loss_sum / len(x), correct / len(x)
+            with self._autocast():
+                logits = self.forward(xb).float()
+            loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+            correct += (logits.argmax(1) == yb).sum()
+        return loss_sum.item() / len(x), correct.item() / len(x)  # one transfer (and wait)
 
     @torch.no_grad()
     def logits(self, x):
         self.model.eval()
-        return self.forward(torch.from_numpy(x).to(self.device)).cpu().numpy()
+        with self._autocast():
+            return self.forward(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
     def synchronize(self):
         if self.gpu:

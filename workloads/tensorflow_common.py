@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from .harness import Implementation as Base
-from .keras_model import lstm_options
+from .keras_model import lstm_options, mixed_policy
 
 
 class TensorFlowBase(Base):
@@ -31,10 +31,23 @@ class TensorFlowBase(Base):
         for gpu in gpus:  # allocate as needed, as PyTorch does, so peak memory compares
             tf.config.experimental.set_memory_growth(gpu, True)
         self.device = "/GPU:0" if self.gpu else "/CPU:0"
+        tf.config.experimental.enable_tensor_float_32_execution(self.precision == "tf32")
+        keras.mixed_precision.set_global_policy(mixed_policy(self.precision))  # before any layer
         return {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
                 "keras_version": dist_version("keras"), "gpu_memory_growth": bool(gpus),
                 **lstm_options(self.model_spec, self.gpu)}
+
+    def precision_settings(self):
+        return {"tensor_float_32_execution": tf.config.experimental.tensor_float_32_execution_enabled(),
+                "dtype_policy": keras.mixed_precision.global_policy().name}
+
+    def gpu_libraries(self):
+        build = tf.sysconfig.get_build_info()  # the versions TensorFlow was built against
+        return {"cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version")}
+
+    device_memory_kind = ("allocator peak: tf.config.experimental.get_memory_info peak (BFC "
+                          "allocator bytes in use; memory growth on, excludes the CUDA context)")
 
     def synchronize(self):
         if self.gpu:

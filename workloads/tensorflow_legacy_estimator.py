@@ -38,6 +38,17 @@ class _EndOfTraining(v1.train.SessionRunHook):  # type: ignore[name-defined]  # 
                    global_step=session.run(v1.train.get_global_step()), write_meta_graph=False)
 
 
+class _StepCounter(v1.train.SessionRunHook):  # type: ignore[name-defined]
+    """Counts each training step into the steady-state windows: after_run follows the
+    session.run that ran the step, so its results exist (no sync of its own)."""
+
+    def __init__(self, windows):
+        self.windows = windows
+
+    def after_run(self, run_context, run_values):
+        self.windows.step_done(sync=False)
+
+
 class Implementation(TensorFlowBase):
     train_metrics: tuple  # (loss, accuracy) of the last train() call, set by _EndOfTraining
     framework, api = "tensorflow-legacy", "estimator"
@@ -64,6 +75,9 @@ class Implementation(TensorFlowBase):
                 "save_summary_steps": None, "log_step_count_steps": None,
                 "checkpoint_save_graph_def": False, "keep_checkpoint_max": 1}
 
+    def precision_settings(self):  # the model lives in model_fn's graphs: the policy it takes
+        return {**super().precision_settings(), "loss_scaling": self.precision == "fp16"}
+
     def build(self, m):
         self.m = m
         self.estimator = tf.estimator.Estimator(self._model_fn, config=self.run_config)
@@ -81,6 +95,8 @@ class Implementation(TensorFlowBase):
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
         adam = v1.train.AdamOptimizer(self.spec["learning_rate"], ADAM["beta_1"],
                                       ADAM["beta_2"], ADAM["epsilon"])
+        if self.precision == "fp16":  # the layers follow Keras' global policy; loss scaling is ours
+            adam = v1.mixed_precision.MixedPrecisionLossScaleOptimizer(adam, "dynamic")
         train_op = tf.group(adam.minimize(loss, v1.train.get_global_step()),
                             *[update for _, update in metrics.values()])
         hook = _EndOfTraining(self, [metrics["xent"][0], metrics["accuracy"][0]])
@@ -97,7 +113,7 @@ class Implementation(TensorFlowBase):
             lambda: ((x[s], y[s]) for s in batches(len(x), batch_size)), output_signature=signature)
 
     def train_epoch(self, x, y, batch_size):
-        self.estimator.train(self._input_fn(x, y, batch_size))
+        self.estimator.train(self._input_fn(x, y, batch_size), hooks=[_StepCounter(self.step_windows)])
         loss, accuracy = self.train_metrics
         return float(loss), float(accuracy)
 

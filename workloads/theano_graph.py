@@ -143,9 +143,12 @@ class Implementation(Base):
         self.logits_fn = theano.function([x], infer)
         return sum(p.get_value().size for p in params)
 
+    def precision_settings(self):  # fp32 only: no bfloat16 dtype, float16 experimental
+        return {"floatX": theano.config.floatX}
+
     def train_epoch(self, x, y, batch_size):
         loss_sum, correct = 0.0, 0
-        for s in batches(len(x), batch_size):
+        for s in self.train_batches(len(x), batch_size):
             loss, right = self.train_fn(x[s], y[s])
             loss_sum, correct = loss_sum + float(loss) * len(y[s]), correct + int(right)
         return loss_sum / len(x), correct / len(x)

@@ -48,14 +48,14 @@ def cmd_run(args) -> int:
         if args.backend not in ("auto", planned_backend):
             raise DlbenchError(f"--backend {args.backend}: {args.resume} was run with the "
                                f"{planned_backend} backend; resume it with that one")
-        backend = select_backend(planned_backend, say=say)
+        backend = select_backend(planned_backend, say=say, build=not args.no_build)
     else:
         suite = load_suite(args.suite, allow_large=args.allow_large)
         if args.synthetic_only:
             suite = suite.synthetic_only()
         for line in suite.warnings:
             warn(line)
-        backend = select_backend(args.backend, say=say)
+        backend = select_backend(args.backend, say=say, build=not args.no_build)
     if args.no_build:
         use_existing_environments(backend)
     if args.resume:
@@ -90,7 +90,7 @@ def cmd_check(args) -> int:
                                               equivalence.select_workloads(args.workload))
         for line in suite.warnings:
             warn(line)
-        backend = select_backend(args.backend, say=say)
+        backend = select_backend(args.backend, say=say, build=not args.no_build)
         if args.no_build:
             use_existing_environments(backend)
         root = Path(args.results) if args.results else results_root()

@@ -1,6 +1,12 @@
 """The base image every framework image starts from: the digest-pinned public one, found
 or pulled, or on a machine without a container registry a local Debian one (minbase +
 python3) made with mmdebstrap and imported through the docker SDK.
+
+Where the pinned base cannot be pulled, a build makes the local one by itself (when
+mmdebstrap is installed) and remembers it in a small state file beside the cached tarball,
+so later builds use it without asking the registry again or needing DLBENCH_BASE_IMAGE,
+which, when set, always wins. Without mmdebstrap no image can be built at all; `missing_base`
+says so before a suite picks the Docker backend.
 """
 from __future__ import annotations
 
@@ -9,10 +15,13 @@ import shlex
 import shutil
 import subprocess
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from contract.jsonio import write_json_atomic
 from orchestrator.errors import DlbenchError
-from orchestrator.fileio import sha256_file
+from orchestrator.fileio import read_json_or_none, sha256_file
 from orchestrator.images.progress import Progress, first_line, say
 from orchestrator.paths import cache_dir
 
@@ -21,6 +30,12 @@ BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 
 MAKE_BASE_HINT = ("make one without a registry with `make base-image` (or `dlbench images base`), "
                   f"then set DLBENCH_BASE_IMAGE={DEFAULT_BASE_TAG}")
+LABEL_TARBALL_SHA = "org.dlbench.base-tarball-sha256"
+STATE_SCHEMA = 1
+
+
+class BaseUnavailable(DlbenchError):
+    """The pinned base cannot be pulled and mmdebstrap is not there to make a local one."""
 
 
 def resolve_base(client, base: str, progress: Progress = None, pull: bool = True):
@@ -43,6 +58,122 @@ def resolve_base(client, base: str, progress: Progress = None, pull: bool = True
     raise DlbenchError(f"base image {base} is not available locally and {reason}; {MAKE_BASE_HINT}")
 
 
+def base_for_build(client, pinned: str, override: str | None = None,
+                   progress: Progress = None) -> tuple[str, Any]:
+    """(reference, image) of the base a build starts from: the override (DLBENCH_BASE_IMAGE)
+    when given; else the pinned base, present or pulled; else the local base made for it
+    earlier (remembered); else one made now with mmdebstrap, and remembered."""
+    import docker.errors
+
+    if override:
+        return override, resolve_base(client, override, progress)
+    try:
+        return pinned, client.images.get(pinned)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise DlbenchError(f"base image {pinned}: {exc.explanation or exc}") from None
+    remembered = _remembered_image(client, pinned, progress)
+    if remembered is not None:
+        return remembered
+    say(progress, f"base image {pinned} not found locally, pulling it")
+    try:
+        return pinned, client.images.pull(pinned)
+    except docker.errors.APIError as exc:
+        reason = first_line(exc.explanation or str(exc))
+    if shutil.which("mmdebstrap") is None:
+        raise BaseUnavailable(f"base image {pinned} cannot be pulled ({reason}) and {NO_MMDEBSTRAP}")
+    say(progress, f"base image {pinned} cannot be pulled ({reason}); making a local Debian base "
+                  f"with mmdebstrap instead, remembered for later builds in {state_file()}")
+    tag = make_base_image(client, progress=progress)
+    remember_base(pinned, tag, default_base_tarball())
+    return tag, client.images.get(tag)
+
+
+BASE_FIX = ("install mmdebstrap (it makes a local base, remembered for later builds) or set "
+            "DLBENCH_BASE_IMAGE to a base image present in the engine")
+NO_MMDEBSTRAP = f"mmdebstrap is not installed to make a local one; {BASE_FIX}"
+
+
+def missing_base(client, pinned: Iterable[str], override: str | None = None) -> str | None:
+    """Why no framework image can be built on this engine (a few words), or None when one
+    can: asked before a suite picks the Docker backend, so that `--backend auto` runs on the
+    local backend instead. Pulls what it can: a build needs it next anyway."""
+    import docker.errors
+
+    if override or shutil.which("mmdebstrap"):
+        return None
+    for ref in sorted(pinned):
+        try:
+            client.images.get(ref)
+            continue
+        except docker.errors.ImageNotFound:
+            pass
+        entry = _remembered_entry(ref)
+        if entry is not None and Path(entry["tarball"]).is_file():
+            continue  # an import needs no mmdebstrap
+        try:
+            client.images.pull(ref)
+        except docker.errors.APIError as exc:
+            return (f"the base image {ref} cannot be pulled "
+                    f"({first_line(exc.explanation or str(exc))}) and mmdebstrap is not installed")
+    return None
+
+
+def state_file() -> Path:
+    """Which local base stands in for which pinned base that could not be pulled here."""
+    return cache_dir() / "base" / "local-base.json"
+
+
+def remembered_bases() -> dict[str, dict]:
+    """pinned reference -> {"tag", "tarball", "tarball_sha256"}; {} when none (or unreadable)."""
+    state = read_json_or_none(state_file())
+    bases = state.get("bases") if isinstance(state, dict) else None
+    return {ref: entry for ref, entry in (bases or {}).items()
+            if isinstance(entry, dict) and all(isinstance(entry.get(k), str)
+                                               for k in ("tag", "tarball", "tarball_sha256"))}
+
+
+def remember_base(pinned: str, tag: str, tarball: Path) -> None:
+    bases = remembered_bases()
+    bases[pinned] = {"tag": tag, "tarball": str(tarball), "tarball_sha256": sha256_file(tarball)}
+    state_file().parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(str(state_file()), {"schema_version": STATE_SCHEMA, "bases": bases})
+
+
+def _remembered_entry(pinned: str) -> dict | None:
+    return remembered_bases().get(pinned)
+
+
+def _remembered_image(client, pinned: str, progress: Progress):
+    """(tag, image) of the local base remembered for `pinned`, imported again from its
+    tarball when the engine lost it; None when nothing usable is remembered."""
+    import docker.errors
+
+    entry = _remembered_entry(pinned)
+    if entry is None:
+        return None
+    tag = entry["tag"]
+    try:
+        image = client.images.get(tag)
+        if _labels(image).get(LABEL_TARBALL_SHA) == entry["tarball_sha256"]:
+            say(progress, f"base image {pinned} cannot be pulled here: using the local base {tag} "
+                          f"(remembered in {state_file()}; DLBENCH_BASE_IMAGE overrides)")
+            return tag, image
+    except docker.errors.ImageNotFound:
+        pass
+    tarball = Path(entry["tarball"])
+    if not tarball.is_file():
+        return None  # forgotten: the pull (or mmdebstrap) decides again
+    make_base_image(client, tag=tag, cache_tarball=tarball, progress=progress)
+    remember_base(pinned, tag, tarball)
+    return tag, client.images.get(tag)
+
+
+def _labels(image) -> dict:
+    return (image.attrs.get("Config") or {}).get("Labels") or {}
+
+
 def default_base_tarball(suite: str = "bookworm") -> Path:
     return cache_dir() / "base" / f"{suite}-minbase-python3.tar"
 
@@ -62,8 +193,7 @@ def make_base_image(client, tag: str = DEFAULT_BASE_TAG, cache_tarball: Path | s
     repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
     try:
         existing = client.images.get(tag)
-        labels = (existing.attrs.get("Config") or {}).get("Labels") or {}
-        if labels.get("org.dlbench.base-tarball-sha256") == tar_sha and not rebuild:
+        if _labels(existing).get(LABEL_TARBALL_SHA) == tar_sha and not rebuild:
             say(progress, f"{tag}: already imported ({existing.short_id})")
             return tag
     except Exception:  # noqa: BLE001 - not there yet
@@ -73,7 +203,7 @@ def make_base_image(client, tag: str = DEFAULT_BASE_TAG, cache_tarball: Path | s
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "ENV LANG=C.UTF-8",
         'CMD ["python3"]',
-        f"LABEL org.dlbench.base-tarball-sha256={tar_sha}",
+        f"LABEL {LABEL_TARBALL_SHA}={tar_sha}",
         f"LABEL org.dlbench.base-suite={suite}",
         f"LABEL org.dlbench.base-packages={','.join(BASE_PACKAGES)}",
     ]

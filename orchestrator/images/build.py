@@ -3,8 +3,9 @@ inputs changed, reuse it otherwise, or require that it exists.
 
 A build:
 
-1. resolves the base image (the digest-pinned public one, or an override such as a
-   base made locally with `make_base_image` on a machine without registry access);
+1. resolves the base image (base.py: an override such as DLBENCH_BASE_IMAGE, else the
+   digest-pinned public one, else, where that cannot be pulled, a local one made with
+   mmdebstrap and remembered for later builds);
 2. hashes its inputs (context.py): the one Dockerfile, shared install script, lock file,
    the contract/ and workloads/ packages, the build arguments and the base image id. An
    image with the same tag whose `org.dlbench.inputs-sha256` label matches is reused as it is;
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from orchestrator.errors import DlbenchError
 from orchestrator.fileio import sha256_file
-from orchestrator.images.base import resolve_base
+from orchestrator.images.base import base_for_build
 from orchestrator.images.context import (
     BUILD_INPUTS,
     build_args,
@@ -121,10 +122,9 @@ def ensure_image(client, framework: str, flavour: str, options: BuildOptions | N
     options.validate()
     spec, fl = get_spec(framework, flavour)
     tag = image_tag(framework, flavour)
-    base = options.base_image or fl.base
     for note in options.notes:
         say(progress, f"build option: {note}")
-    base_image = resolve_base(client, base, progress)
+    base, base_image = base_for_build(client, fl.base, options.base_image, progress)
     lock_sha = sha256_file(fl.lock)
     buildargs = build_args(spec, fl, base, lock_sha)
     files = context_files(spec, fl)

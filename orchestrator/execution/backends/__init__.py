@@ -64,9 +64,11 @@ def backend_help() -> str:
     return f"auto (default; {auto}), {one_of(names())}"
 
 
-def select_backend(name: str, say: Callable[[str], None] = print) -> Backend:
+def select_backend(name: str, say: Callable[[str], None] = print, build: bool = True) -> Backend:
     """A backend by name; `auto`: the first of the auto backends that can run here (Docker
-    when an engine answers, else local), saying in one line why it fell back."""
+    when an engine answers and an image can be built on it, else local), saying in one line
+    why it fell back. build=False (--no-build) skips the can-it-build check, as environments
+    already made need nothing built; a backend named outright makes that check in preflight."""
     if name != "auto" and name not in BACKENDS:
         raise DlbenchError(f"--backend/BACKEND: unknown backend '{name}' "
                            f"(use {one_of(['auto', *names()])})")
@@ -80,6 +82,8 @@ def select_backend(name: str, say: Callable[[str], None] = print) -> Backend:
             continue
         try:
             backend = backend_class(entry.name).open()
+            if build:
+                check_can_build(backend)
         except Unavailable as exc:
             passed.append(exc.reason)
             continue
@@ -87,6 +91,14 @@ def select_backend(name: str, say: Callable[[str], None] = print) -> Backend:
             say(f"{'; '.join(passed)}; running on the {backend.name} backend ({backend.summary}).")
         return backend
     raise DlbenchError(f"no backend can run here: {'; '.join(passed)}")
+
+
+def check_can_build(backend: Backend) -> None:
+    """Unavailable when the backend could not make its environments here (Docker: no base
+    image to be had); a backend declares the check as `check_can_build`, if it has one."""
+    check = getattr(backend, "check_can_build", None)
+    if check is not None:
+        check()
 
 
 def use_existing_environments(backend: Backend) -> None:

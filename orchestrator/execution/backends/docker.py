@@ -31,6 +31,7 @@ from orchestrator.execution.backends.base import (
     tree_bytes,
 )
 from orchestrator.execution.monitor import MB
+from orchestrator.images.base import BASE_FIX, missing_base
 from orchestrator.plan.suite import PlannedRun, Suite
 from orchestrator.results.directory import RunDir
 
@@ -113,6 +114,18 @@ class DockerBackend(Backend):
                               reason=f"No Docker engine reachable ({problem})")
         return cls(client)
 
+    def check_can_build(self) -> None:
+        """Unavailable when no framework image can be built here (no base image to be had):
+        `--backend auto` then runs on the local backend; `--backend docker` stops in its
+        preflight, in one line saying what to do. --no-build needs no base."""
+        pinned = {fl.base for spec in images.load_images(check_locks=False).values()
+                  for fl in spec.flavours.values()}
+        problem = missing_base(self.client, pinned, self.build_options.base_image)
+        if problem is not None:
+            raise Unavailable(f"BACKEND=docker but no image can be built here: {problem}; "
+                              f"{BASE_FIX}, or use --backend local",
+                              reason=f"Docker cannot build images here: {problem}")
+
     @classmethod
     def for_recorded_images(cls, image_ids: dict[str, str], tags: dict[str, str | None]) -> DockerBackend:
         client, problem = connect()
@@ -133,7 +146,9 @@ class DockerBackend(Backend):
 
     # -- preflight ----------------------------------------------------------
     def preflight(self, suite: Suite) -> None:
-        if not self.build:  # --no-build: a missing image is known before anything runs
+        if self.build:
+            self.check_can_build()
+        else:  # --no-build: a missing image is known before anything runs
             for framework, flavour in sorted({(r.framework, r.flavour) for r in suite.runs}):
                 images.require_image(self.client, framework, flavour)
         if "gpu" in suite.devices:

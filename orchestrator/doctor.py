@@ -287,7 +287,7 @@ def _engine_is_local() -> bool:
 def _base_image(needs: Needs, host: Host, _results: Path) -> list[Check]:
     import docker.errors
 
-    from orchestrator.images.base import DEFAULT_BASE_TAG, MAKE_BASE_HINT
+    from orchestrator.images.base import remembered_bases
     from orchestrator.images.options import BuildOptions
 
     name = "base image"
@@ -305,13 +305,12 @@ def _base_image(needs: Needs, host: Host, _results: Path) -> list[Check]:
         return [Check(name, OK, f"{base} ({source}) is present locally")]
     except docker.errors.ImageNotFound:
         pass
-    fix = MAKE_BASE_HINT + " (a host without registry access)"
-    if base != DEFAULT_BASE_TAG:
-        try:
-            host.client.images.get(DEFAULT_BASE_TAG)
-            fix = f"export DLBENCH_BASE_IMAGE={DEFAULT_BASE_TAG} (made here by `dlbench images base`)"
-        except docker.errors.ImageNotFound:
-            pass
+    remembered = remembered_bases().get(base)
+    if remembered and not options.base_image:  # made here earlier, when the pull failed
+        return [Check(name, OK, f"{base} could not be pulled here; builds use the local base "
+                                f"{remembered['tag']} made from Debian packages (remembered)")]
+    fix = ("none needed where a registry is reachable; else the first build makes a local base "
+           "with mmdebstrap (apt-get install mmdebstrap), or `dlbench images base` now")
     return [Check(name, WARN, f"{base} ({source}) is not present locally: a build pulls it, which "
                               "needs registry access", fix)]
 

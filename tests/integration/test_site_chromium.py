@@ -11,20 +11,9 @@ import pytest
 from orchestrator.report import site
 from tests.unit.test_site import recorded
 
-from .chromium import Chromium
+from .chromium import Chromium, chromium_binary  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def chromium_binary() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    reason = "no chromium on PATH (apt-get install chromium)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI=true requires it (.ci/run installs it)")
-    pytest.skip(reason)
 
 
 def test_site_renders_offline_in_chromium(chromium_binary, tmp_path):

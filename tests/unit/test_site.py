@@ -152,7 +152,7 @@ def test_two_recorded_machines_get_a_leaderboard_and_a_ratio(tmp_path):
     assert [row.a.group.framework for row in pair.rows] == ["pytorch", "tensorflow"]
     ratio, steady = pair.rows[0].ratios  # repeats with steady-state windows: both figures
     assert ratio.metric == "images_per_s" and ratio.ratio == pytest.approx(0.5) and ratio.p < 0.001
-    assert ratio.verdict == "A faster"
+    assert ratio.verdict == "A better"
     assert steady.metric == "steady_images_per_s" and steady.mean_a == pytest.approx(2500)
     assert [r.metric for r in pair.rows[1].ratios] == ["images_per_s"]  # no windows recorded
     index = (built.path / "index.html").read_text()
@@ -162,7 +162,7 @@ def test_two_recorded_machines_get_a_leaderboard_and_a_ratio(tmp_path):
     assert 'id="chart-leaderboard-' in leaderboard and "95% t-interval" in leaderboard
     assert "[" in leaderboard and "Steady-state throughput (img/s)" in leaderboard
     machines = (built.path / "machines.html").read_text()
-    assert "0.500" in machines and "A faster" in machines and 'rowspan="2"' in machines
+    assert "0.500" in machines and "A better" in machines and 'rowspan="2"' in machines
     assert "2,500" in leaderboard  # the steady-state column
 
 

@@ -11,8 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from orchestrator.analysis import stats
+from orchestrator.report.compare import MetricComparison
 from orchestrator.report.site.bundles import BundleRecord, Entry, Machine, leaderboard_metrics, slugify
-from orchestrator.results.metrics import metric_named
 
 
 def sorted_bundles(records: list[BundleRecord]) -> list[BundleRecord]:
@@ -71,28 +71,8 @@ def leaderboards(records: list[BundleRecord]) -> list[Leaderboard]:
     return [by_workload[w] for w in sorted(by_workload)]
 
 
-@dataclass
-class Ratio:
-    metric: str
-    mean_a: float
-    mean_b: float
-    n_a: int
-    n_b: int
-    p: float | None
-    significant: bool | None
-
-    @property
-    def ratio(self) -> float | None:
-        return self.mean_b / self.mean_a if self.mean_a else None
-
-    @property
-    def verdict(self) -> str:
-        if self.significant is None:
-            return "no test (needs 2+ repeats a side)"
-        if not self.significant:
-            return "no significant difference"
-        better = (self.mean_b > self.mean_a) == metric_named(self.metric).higher_is_better
-        return "B faster" if better else "A faster"
+# one comparison of a metric between machine A and B: the same as `dlbench compare`'s
+Ratio = MetricComparison
 
 
 @dataclass

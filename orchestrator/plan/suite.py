@@ -42,6 +42,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "precision": "fp32",
     "warmup_steps": 3,
+    "window_steps": 20,           # steady-state windows (workloads/harness.py StepWindows)
     "eval_every_epoch": True,
     "repeats": 1,
     "timeout": 3600,
@@ -323,7 +324,7 @@ def _spec(run_id: str, s: dict, repeat: int) -> dict:
         "batch_size": s["batch_size"], "epochs": s["epochs"],
         "learning_rate": s["learning_rate"], "optimizer": s["optimizer"],
         "seed": s["seed"], "device": s["device"], "precision": s["precision"],
-        "threads": s["threads"], "warmup_steps": s["warmup_steps"],
+        "threads": s["threads"], "warmup_steps": s["warmup_steps"], "window_steps": s["window_steps"],
         "eval_every_epoch": s["eval_every_epoch"], "options": s["options"],
         "repeat": repeat,
     }

@@ -5,28 +5,34 @@ continuation lines of one statement do not count.
 """
 from __future__ import annotations
 
+import ast
+import functools
 import io
+import os
 import tokenize
 
 _SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
          tokenize.DEDENT, tokenize.ENCODING, tokenize.ENDMARKER}
 
 
-def logical_lines(source: str) -> int:
-    count = 0
-    in_statement = False
-    statement_is_docstring = True
-    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    for tok in tokens:
+def _statement_lines(source: str):
+    """The first line of each logical line that counts (a statement, not a docstring)."""
+    in_statement, statement_is_docstring, start = False, True, 0
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.NEWLINE:
             if in_statement and not statement_is_docstring:
-                count += 1
+                yield start
             in_statement, statement_is_docstring = False, True
         elif tok.type not in _SKIP:
+            if not in_statement:
+                start = tok.start[0]
             in_statement = True
             if tok.type != tokenize.STRING:
                 statement_is_docstring = False
-    return count
+
+
+def logical_lines(source: str) -> int:
+    return sum(1 for _ in _statement_lines(source))
 
 
 def logical_lines_of_file(path: str) -> int:
@@ -41,9 +47,6 @@ SHARED_MODULES = {"harness", "models", "data", "registry", "loc", "__main__", "_
 def logical_lines_of_implementation(path: str) -> int:
     """The framework file plus any framework-specific workloads module it imports
     (e.g. a Keras model shared by the Keras files), each counted once."""
-    import ast
-    import os
-
     directory, seen, todo, total = os.path.dirname(path), set(), [path], 0
     while todo:
         current = todo.pop()
@@ -86,12 +89,10 @@ def logical_lines_of_implementation(path: str) -> int:
 MODEL_KINDS = {"conv": "ConvNetSpec", "recurrent": "RecurrentSpec"}
 
 
+@functools.cache
 def harness_methods() -> frozenset[str]:
     """The methods of harness.Implementation, read from its source (no import: the harness
     imports this module)."""
-    import ast
-    import os
-
     with open(os.path.join(os.path.dirname(__file__), "harness.py"), encoding="utf-8") as fh:
         tree = ast.parse(fh.read())
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Implementation")
@@ -101,9 +102,6 @@ def harness_methods() -> frozenset[str]:
 def logical_lines_of_workload(path: str, kind: str) -> int:
     """Logical lines of the framework file (and its sibling modules) on the path of a model
     kind ("conv" or "recurrent"), by the rule above."""
-    import ast
-    import os
-
     directory = os.path.dirname(path)
     wanted: dict[str, set[str] | None] = {path: None}  # None: from the Implementation class
     trees: dict[str, tuple[str, ast.Module]] = {}
@@ -132,8 +130,6 @@ def logical_lines_of_workload(path: str, kind: str) -> int:
 def _known(test, kind: str, decided: dict | None = None) -> bool | None:
     """True/False when `test` is decided by the model kind alone, else None. `decided`: names
     assigned a decided test (`recurrent = isinstance(m, RecurrentSpec)`)."""
-    import ast
-
     if isinstance(test, ast.Name) and decided is not None:
         return decided.get(test.id)
     if (isinstance(test, ast.Call) and isinstance(test.func, ast.Name) and test.func.id == "isinstance"
@@ -154,8 +150,6 @@ def _known(test, kind: str, decided: dict | None = None) -> bool | None:
 def _live_statements(body: list, kind: str, decided: dict) -> list:
     """The statements of a block the model kind reaches, dead branches replaced by the taken
     branch's statements (rule 1)."""
-    import ast
-
     live: list = []
     for stmt in body:
         if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
@@ -192,8 +186,6 @@ class _Pruner:
         self.decided: dict[str, bool] = {}
 
     def block(self, body: list) -> None:
-        import ast
-
         for item in _live_statements(body, self.kind, self.decided):
             if isinstance(item, tuple):  # the `if` line of a decided test: evaluated, counted
                 self.lines.add(item[1].lineno)
@@ -225,8 +217,6 @@ class _Pruner:
                 self.block(item.body)
 
     def derives_from_harness(self, cls) -> bool:
-        import ast
-
         return any((isinstance(b, ast.Name) and b.id in self.interface)
                    or (isinstance(b, ast.Attribute) and b.attr == "Implementation") for b in cls.bases)
 
@@ -245,8 +235,6 @@ class _Pruner:
     def statement(self, stmt) -> None:
         """The statement's own line(s) and every name its own expressions use (not those of
         nested blocks, which block() visits), skipping the dead side of `a if test else b`."""
-        import ast
-
         self.lines.update(range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1)
                           if not hasattr(stmt, "body") else {stmt.lineno})
         own = [value for name, value in ast.iter_fields(stmt)
@@ -259,8 +247,6 @@ class _Pruner:
                     self.expression(node)
 
     def expression(self, node) -> None:
-        import ast
-
         if isinstance(node, ast.IfExp):
             taken = _known(node.test, self.kind, self.decided)
             if taken is not None:
@@ -292,25 +278,23 @@ def _header_end(stmt) -> int:
 
 def _path_of(tree, kind: str, wanted: set[str] | None):
     """(line numbers counted, names used, {sibling module: names imported}) of one module."""
-    import ast
-
     definitions = {node.name: node for node in tree.body
                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     imports: dict[str, set[str]] = {}
     modules: set[str] = set()  # `from . import m`: m's names are the attributes used on m
     interface = {"Implementation"}
     for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            # harness.Implementation (as Base) and the sibling classes derived from it
-            interface.update(a.asname or a.name for a in node.names if a.name[:1].isupper())
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+        if not (isinstance(node, ast.ImportFrom) and node.level == 1):
+            continue
+        # harness.Implementation (as Base) and the sibling classes derived from it
+        interface.update(a.asname or a.name for a in node.names if a.name[:1].isupper())
+        if node.module:
             imports.setdefault(node.module.split(".")[0], set()).update(a.asname or a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 1:
+        else:
             modules.update(a.name for a in node.names)
     pruner = _Pruner(kind, interface, harness_methods())
     pruner.names.update(wanted or ())
-    pruner.block([node for node in tree.body if node.__class__.__name__ not in
-                  ("FunctionDef", "AsyncFunctionDef", "ClassDef")])
+    pruner.block([node for node in tree.body if node not in definitions.values()])
     reached: set[str] = set()
     frontier = set(wanted) if wanted is not None else {"Implementation"}
     while True:
@@ -331,17 +315,4 @@ def _path_of(tree, kind: str, wanted: set[str] | None):
 
 def _count_lines(source: str, kept: set[int]) -> int:
     """logical_lines over the statements that start on a kept line."""
-    count = 0
-    in_statement, statement_is_docstring, start = False, True, 0
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.NEWLINE:
-            if in_statement and not statement_is_docstring and start in kept:
-                count += 1
-            in_statement, statement_is_docstring = False, True
-        elif tok.type not in _SKIP:
-            if not in_statement:
-                start = tok.start[0]
-            in_statement = True
-            if tok.type != tokenize.STRING:
-                statement_is_docstring = False
-    return count
+    return sum(1 for line in _statement_lines(source) if line in kept)

@@ -132,12 +132,12 @@ def unsupported(run: PlannedRun) -> str | None:
     return f"precision {run.spec['precision']} on {run.spec['device']}: {problem}" if problem else None
 
 
-def refuse_unrunnable(framework: str, flavour: str, runs: list[PlannedRun]) -> None:
+def refuse_unrunnable(framework: str, flavour: str, runs: list[PlannedRun], host: list[dict]) -> None:
     """Before anything is built: an image whose CUDA needs a newer driver, or whose kernels
-    do not cover the GPUs its runs will use, raises EnvironmentUnavailable."""
+    do not cover the GPUs its runs will use (of `host`: sysinfo.gpus()), raises
+    EnvironmentUnavailable."""
     if flavour == "cpu":
         return
-    host = sysinfo.gpus()
     wanted = {str(g) for r in runs for g in (r.gpus or [])}
     used = host if any(not r.gpus for r in runs) else \
         [g for g in host if str(g.get("index")) in wanted or g.get("uuid") in wanted]
@@ -157,6 +157,7 @@ def _record_environments(results: ResultsDir, environments: dict[str, dict]) -> 
 
 def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict[str, dict]:
     environments: dict[str, dict] = {}
+    host_gpus = sysinfo.gpus() if any(r.flavour != "cpu" for r in runs) else []  # NVML once
     for run in runs:
         key = f"{run.framework}/{run.flavour}"
         if key in environments:
@@ -165,7 +166,7 @@ def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict
         started = time.monotonic()
         try:
             refuse_unrunnable(run.framework, run.flavour, [r for r in runs if r.flavour == run.flavour
-                                                           and r.framework == run.framework])
+                                                           and r.framework == run.framework], host_gpus)
             environments[key] = backend.prepare(run.framework, run.flavour,
                                                 lambda line: say(f"    {line}"))
             say(f"    ready in {time.monotonic() - started:.0f} s")

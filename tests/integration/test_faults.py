@@ -389,6 +389,8 @@ def test_atomic_write_on_a_full_filesystem_keeps_the_previous_file(tmp_path):
 def test_no_build_with_a_missing_image_is_one_line_before_anything_runs(docker_client, env, tmp_path):
     tag = "dlbench/pytorch:2.13.0-cuda"
     if any(tag in image.tags for image in docker_client.images.list("dlbench/pytorch")):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{tag} is built on CI's engine: no missing image to show")
         pytest.skip(f"{tag} is built on this engine: no missing image to show")
     suite = write_suite(tmp_path, f"name: gpu\ndefaults: {{{TINY}, device: gpu}}\n"
                                   "runs: [{framework: pytorch, api: eager}]\n")

@@ -1,4 +1,5 @@
-"""`dlbench`: plan | run | check | report | verify | sign | pack | compare | site | rerun | images | data | sysinfo.
+"""`dlbench`: plan | run | status | check | report | verify | sign | pack | compare | site | rerun |
+images | data | sysinfo.
 
 Every user-fixable problem surfaces as `dlbench: error: <one line>` and exit 2.
 One module per command group (suite, bundle, images, data); this one builds the
@@ -32,12 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli.suite import add_suite_commands
     from orchestrator.images.context import dlbench_version
 
-    parser = _Parser(prog="dlbench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="dlbench", description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--version", action="version", version=f"%(prog)s {dlbench_version()}",
                         help="print dlbench's version and exit")
     sub = parser.add_subparsers(dest="command", required=True,
                                 help="what to do (`dlbench COMMAND --help`: its options)")
-    add_suite_commands(sub)     # plan | run | check
+    add_suite_commands(sub)     # plan | run | status | check
     add_bundle_commands(sub)    # verify | sign | pack | report | compare | rerun
     add_image_commands(sub)     # images build | base
     add_data_commands(sub)      # data list | fetch | import | verify

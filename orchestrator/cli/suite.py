@@ -1,4 +1,4 @@
-"""`dlbench plan | run | check`: what a user does with a suite."""
+"""`dlbench plan | run | status | check`: what a user does with a suite."""
 from __future__ import annotations
 
 import json
@@ -58,11 +58,15 @@ def cmd_run(args) -> int:
         backend = select_backend(args.backend, say=say, build=not args.no_build)
     if args.no_build:
         use_existing_environments(backend)
+    if args.detach:
+        detach(backend)
     if args.resume:
         results = resume_suite(ResultsDir(Path(args.resume)), suite, backend, say=say)
     else:
         results = run_suite(suite, backend, Path(args.results) if args.results else results_root(),
                             say=say)
+    if args.detach:
+        return 0  # nothing gathered yet: `dlbench status`, then `--resume`, make the report
     say(f"Report: {results.path / 'report.html'}")
     verify_code, verify_lines = verified_line(results.path)
     outcomes = [recorded_outcome(results, run.run_id) for run in suite.runs]
@@ -76,6 +80,64 @@ def cmd_run(args) -> int:
     for line in verify_lines:  # last: the path a user publishes, and whether it is intact
         say(line)
     return 1 if bad or verify_code else 0
+
+
+def detach(backend) -> None:
+    from orchestrator.execution.backends import BACKENDS, backend_class, one_of
+    from orchestrator.execution.backends.base import ScheduledBackend
+
+    if not isinstance(backend, ScheduledBackend):
+        able = [name for name in BACKENDS if issubclass(backend_class(name), ScheduledBackend)]
+        raise DlbenchError(f"--detach applies to the {one_of(able)} backend only: the "
+                           f"{backend.name} backend runs each run itself, here")
+    backend.detach = True
+
+
+# What `dlbench status` calls a scheduler's job state.
+_WAITING = {"PENDING": "queued", "REQUEUED": "queued", "CONFIGURING": "starting",
+            "RUNNING": "running", "COMPLETING": "ending", "SUSPENDED": "suspended"}
+
+
+def cmd_status(args) -> int:
+    """Per run: done (its outcome), queued, running (on which node), or ended and waiting
+    to be gathered by --resume; from the results directory and, for a scheduler's jobs,
+    the scheduler's own view."""
+    from orchestrator.execution.backends import BACKENDS, backend_class
+    from orchestrator.execution.backends.base import ScheduledBackend
+    from orchestrator.execution.resume import load_plan, recorded_outcome
+    from orchestrator.results.directory import ResultsDir
+
+    path = Path(args.results_dir)
+    suite, backend_name = load_plan(path)
+    results = ResultsDir(path)
+    jobs = {}
+    if backend_name in BACKENDS and issubclass(backend_class(backend_name), ScheduledBackend):
+        observer = backend_class(backend_name).observer()  # type: ignore[attr-defined]
+        jobs = observer.status(path, [run.run_id for run in suite.runs])
+    rows = [("run", "state", "node", "job", "detail")]
+    counts: dict[str, int] = {}
+    for run in suite.runs:
+        outcome, job = recorded_outcome(results, run.run_id), jobs.get(run.run_id)
+        if outcome is not None and outcome != "error" or outcome and not job:
+            state = f"done: {outcome}"
+        elif job is not None and job.state in _WAITING:
+            state = _WAITING[job.state]
+        elif job is not None:
+            state = f"ended ({job.state}), not gathered"
+        else:
+            state = "not started"
+        counts[state.split(":")[0].split(" (")[0]] = counts.get(state.split(":")[0].split(" (")[0], 0) + 1
+        rows.append((run.run_id, state, (job.node if job else None) or "-",
+                     job.job_id if job else "-", (job.detail if job else None) or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    say(f"{path}: suite {suite.name}, {len(suite.runs)} run(s) on the {backend_name} backend")
+    for row in rows:
+        say("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    say(", ".join(f"{count} {state}" for state, count in counts.items()))
+    if counts.get("ended") or counts.get("not started") or (counts.get("done") and len(counts) == 1
+                                                            and not (path / "MANIFEST.sha256").exists()):
+        say(f"Gather, submit what is left and seal the report: dlbench run --resume {path}")
+    return 0
 
 
 def cmd_check(args) -> int:
@@ -119,7 +181,15 @@ def add_suite_commands(sub) -> None:
     add_backend_options(p)
     p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
     p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
+    p.add_argument("--detach", action="store_true",
+                   help="slurm backend: submit the jobs and return; `dlbench status RESULTS_DIR` "
+                        "follows them, `dlbench run --resume RESULTS_DIR` gathers them")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="how far a suite's runs are: done, queued, running (and on "
+                                      "which node), or ended and waiting for --resume")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="the directory `dlbench run` printed as Results:")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check", help="equivalence check: every framework/API builds the same "
                                      "model (parameters, output shape, initial loss)")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.errors import DlbenchError
-from orchestrator.execution.backends.base import Backend
+from orchestrator.execution.backends.base import Backend, ScheduledBackend
 from orchestrator.execution.runner import execute_runs, required_datasets
 from orchestrator.plan.suite import PlannedRun, Suite
 from orchestrator.results import bundle, lock, nofollow
@@ -39,7 +39,7 @@ def load_plan(path: Path) -> tuple[Suite, str]:
         plan = json.loads(nofollow.read_bytes(path, "plan.json"))
         text = nofollow.read_bytes(path, "suite.yaml").decode("utf-8")
         runs = [PlannedRun(**run) for run in plan["runs"]]
-        name, backend = plan["suite"], plan["backend"]
+        name, backend, slurm = plan["suite"], plan["backend"], plan.get("slurm")
     except nofollow.RefusedEntry as exc:  # a link or FIFO: never followed, never read
         raise DlbenchError(f"{path}/{exc}; this directory cannot be resumed, run the suite afresh") from None
     except FileNotFoundError as exc:
@@ -48,7 +48,8 @@ def load_plan(path: Path) -> tuple[Suite, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DlbenchError(f"{path}/plan.json: unreadable plan ({type(exc).__name__}: {exc}); "
                            "this directory cannot be resumed, run the suite afresh") from None
-    return Suite(name=name, description="", path=path / "suite.yaml", text=text, runs=runs), backend
+    return Suite(name=name, description="", path=path / "suite.yaml", text=text, runs=runs,
+                 slurm=slurm), backend
 
 
 def recorded_outcome(results: ResultsDir, run_id: str) -> str | None:
@@ -73,15 +74,22 @@ def resume_suite(results: ResultsDir, suite: Suite, backend: Backend,
             return results  # complete and sealed: nothing to do, nothing touched
         data = required_datasets(suite)
         backend.preflight(suite)
+        backend.check_results_location(results.path.parent)
         check_free_space(results.path)
         say(f"Resuming {results.path}: {len(suite.runs) - len(pending)} run(s) kept, "
             f"{len(pending)} to run")
+        # a scheduler's jobs submitted earlier (--detach, an interrupted attach): followed and
+        # gathered, never submitted twice; their directories are theirs until they end
+        adopted = set(pending) & backend.recorded_jobs(results.path) \
+            if isinstance(backend, ScheduledBackend) else set()
+        if adopted:
+            say(f"    re-attaching to the jobs of {len(adopted)} run(s) submitted earlier")
         for leftover in backend.remove_leftovers(results.path):
             say(f"    removed {leftover}, left running by the interrupted attempt")
         (results.path / bundle.MANIFEST).unlink(missing_ok=True)  # unsealed while it changes
-        for run_id in pending:  # a fresh start: nothing of a previous attempt may be mistaken for it
+        for run_id in set(pending) - adopted:  # a fresh start: nothing of a previous attempt may be mistaken for it
             shutil.rmtree(results.path / "runs" / run_id, ignore_errors=True)
-        execute_runs(suite, backend, results, data, say, only=set(pending))
+        execute_runs(suite, backend, results, data, say, only=set(pending), adopted=adopted)
     return results
 
 

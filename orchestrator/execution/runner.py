@@ -9,6 +9,7 @@ so an interruption (Ctrl-C, SIGTERM, a lost engine, a full disk) keeps them, and
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,19 @@ from orchestrator.analysis.summary import summarize
 from orchestrator.datasets import provenance
 from orchestrator.errors import DlbenchError, EnvironmentUnavailable
 from orchestrator.execution import monitor_summary, sysinfo
-from orchestrator.execution.backends.base import Backend, Execution
+from orchestrator.execution.backends.base import Backend, DirectBackend, Execution, ScheduledBackend
 from orchestrator.images import gpu_compat
 from orchestrator.plan.suite import PlannedRun, Suite
 from orchestrator.results import bundle, lock, nofollow
-from orchestrator.results.directory import ResultsDir, RunDir, classify, now_iso, read_metrics, schema_error
+from orchestrator.results.directory import (
+    SCHEDULER_STATES,
+    ResultsDir,
+    RunDir,
+    classify,
+    now_iso,
+    read_metrics,
+    schema_error,
+)
 
 
 def required_datasets(suite: Suite) -> dict[str, provenance.Provenance]:
@@ -69,12 +78,14 @@ def run_suite(suite: Suite, backend: Backend, results_root: Path,
               say: Callable[[str], None] = print) -> ResultsDir:
     data = required_datasets(suite)
     backend.preflight(suite)
+    backend.check_results_location(results_root)
     results = ResultsDir.create(results_root, suite.name)
     with lock.hold(results.path, say):  # from its creation to its seal: one writer
         say(f"Results: {results.path}")
         results.write_text("suite.yaml", suite.text)
         results.write_json("plan.json", {"suite": suite.name, "backend": backend.name,
                                          "statistics": {"cv_threshold": suite.cv_threshold},
+                                         **({"slurm": suite.slurm} if suite.slurm else {}),
                                          "runs": [run.to_dict() for run in suite.runs]})
         results.write_json("system.json", backend.system_info())
         execute_runs(suite, backend, results, data, say)
@@ -83,17 +94,18 @@ def run_suite(suite: Suite, backend: Backend, results_root: Path,
 
 def execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
                  data: dict[str, provenance.Provenance], say: Callable[[str], None],
-                 only: set[str] | None = None) -> None:
+                 only: set[str] | None = None, adopted: set[str] | None = None) -> None:
     """Run the suite's runs (those in `only`, when given) into `results`, then render the
     summary and report. Whatever stops it early leaves every finished run intact.
-    `data`: required_datasets(suite)."""
+    `data`: required_datasets(suite); `adopted`: runs whose scheduler jobs an earlier
+    attempt submitted, followed rather than submitted again (resume)."""
     with lock.hold(results.path, say):  # its callers hold it already; anyone else must too
-        _execute_runs(suite, backend, results, data, say, only)
+        _execute_runs(suite, backend, results, data, say, only, adopted or set())
 
 
 def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
                   data: dict[str, provenance.Provenance], say: Callable[[str], None],
-                  only: set[str] | None) -> None:
+                  only: set[str] | None, adopted: set[str]) -> None:
     todo = [run for run in suite.runs if only is None or run.run_id in only]
     resume_hint = f"resume with: dlbench run --resume {results.path}"
     try:
@@ -101,17 +113,21 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
             # a run its framework cannot do needs no environment: it is recorded, never started
             environments = _prepare_environments([r for r in todo if not unsupported(r)], backend, say)
             _record_environments(results, environments)
-            for run in todo:
-                say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
-                    f"{run.framework}/{run.api} on {run.spec['device']} ({backend.name})")
-                mounted = data.get(run.dataset)
-                outcome = _run_one(run, backend, results,
-                                   str(mounted.directory) if mounted else None,
-                                   environments.get(f"{run.framework}/{run.flavour}", {}), say,
-                                   data_record=_data_record(run, mounted))
-                say(f"    -> {outcome}")
+            if isinstance(backend, ScheduledBackend):
+                from orchestrator.execution import scheduled
+
+                attempts = [RunAttempt(run, backend, results, _mounted(data, run),
+                                       environments.get(f"{run.framework}/{run.flavour}", {}),
+                                       data_record=_data_record(run, data.get(run.dataset)))
+                            for run in todo]
+                if not scheduled.run_jobs(suite, backend, results, attempts, adopted, say):
+                    return  # --detach: the jobs write their runs; --resume gathers and seals
+            else:
+                assert isinstance(backend, DirectBackend)
+                _run_each(suite, backend, results, todo, data, environments, say)
     except KeyboardInterrupt:
-        backend.interrupt()
+        if isinstance(backend, DirectBackend):
+            backend.interrupt()
         say(f"Interrupted: finished runs are kept; {resume_hint}")
         _finish(results, say)
         raise
@@ -124,6 +140,24 @@ def _execute_runs(suite: Suite, backend: Backend, results: ResultsDir,
         raise DlbenchError(f"{results.path}: cannot write results ({exc.strerror or exc}); "
                            f"finished runs are kept, free space and {resume_hint}") from None
     _finish(results, say)
+
+
+def _run_each(suite: Suite, backend: DirectBackend, results: ResultsDir, todo: list[PlannedRun],
+              data: dict[str, provenance.Provenance], environments: dict[str, dict],
+              say: Callable[[str], None]) -> None:
+    for run in todo:
+        say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
+            f"{run.framework}/{run.api} on {run.spec['device']} ({backend.name})")
+        mounted = data.get(run.dataset)
+        outcome = _run_one(run, backend, results, str(mounted.directory) if mounted else None,
+                           environments.get(f"{run.framework}/{run.flavour}", {}), say,
+                           data_record=_data_record(run, mounted))
+        say(f"    -> {outcome}")
+
+
+def _mounted(data: dict[str, provenance.Provenance], run: PlannedRun) -> str | None:
+    mounted = data.get(run.dataset)
+    return str(mounted.directory) if mounted and not run.synthetic else None
 
 
 def unsupported(run: PlannedRun) -> str | None:
@@ -179,73 +213,107 @@ def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict
     return environments
 
 
-def _run_one(run: PlannedRun, backend: Backend, results: ResultsDir, host_data_dir: str | None,
-             environment: dict, say, data_record: dict | None = None) -> str:
-    """host_data_dir: None for a synthetic run (nothing to mount); data_record: the
+class RunAttempt:
+    """One attempt at a run: spec.json written at the start, run.json at the end (finish or
+    conclude). host_data_dir: None for a synthetic run (nothing to mount); data_record: the
     files it trains on, checked (run.json's `data`)."""
-    run_dir = results.run_dir(run.run_id)
-    spec = run.spec_for(None if run.synthetic or host_data_dir is None
-                        else backend.dataset_path(run, host_data_dir))
-    problem = schema_error("spec", spec)
-    if problem:  # the planner produced it: a bug here, not bad input
-        raise AssertionError(f"generated spec for {run.run_id} is invalid: {problem}")
-    write_json_atomic(str(run_dir.file("spec.json")), spec)
-    record = {"run_id": run.run_id, "backend": backend.name, "started_at": now_iso(),
-              "batch_size": run.spec["batch_size"],
-              "environment": {k: environment.get(k) for k in
-                              ("kind", "tag", "id", "digest", "lock_sha256", "path")
-                              if k in environment}}
-    if data_record is not None:
-        record["data"] = data_record
-    started = time.monotonic()
 
-    def finish(outcome: str, message: str | None, execution: Execution | None = None,
+    def __init__(self, run: PlannedRun, backend: Backend, results: ResultsDir,
+                 host_data_dir: str | None, environment: dict, data_record: dict | None = None):
+        self.run, self.environment, self.host_data_dir = run, environment, host_data_dir
+        self.backend, self.results, self.data_record = backend, results, data_record
+        self.run_dir = results.run_dir(run.run_id)
+        spec = run.spec_for(None if run.synthetic or host_data_dir is None
+                            else backend.dataset_path(run, host_data_dir))
+        problem = schema_error("spec", spec)
+        if problem:  # the planner produced it: a bug here, not bad input
+            raise AssertionError(f"generated spec for {run.run_id} is invalid: {problem}")
+        write_json_atomic(str(self.run_dir.file("spec.json")), spec)
+        self.record = {"run_id": run.run_id, "backend": backend.name, "started_at": now_iso(),
+                       "batch_size": run.spec["batch_size"],
+                       "environment": {k: environment.get(k) for k in
+                                       ("kind", "tag", "id", "digest", "lock_sha256", "path")
+                                       if k in environment}}
+        if data_record is not None:
+            self.record["data"] = data_record
+        self.started = time.monotonic()
+
+    def again(self) -> RunAttempt:
+        """A fresh attempt at the same run, from an empty run directory."""
+        shutil.rmtree(self.run_dir.path, ignore_errors=True)
+        return RunAttempt(self.run, self.backend, self.results, self.host_data_dir,
+                          self.environment, self.data_record)
+
+    def refusal(self) -> tuple[str, str] | None:
+        """(outcome, message) when the run must not start at all."""
+        reason = unsupported(self.run)
+        if reason:  # never run as fp32 under another label
+            return "unsupported", reason
+        if "unavailable" in self.environment:  # this host cannot run the image (GPU, driver)
+            return "unavailable", self.environment["unavailable"]
+        if "error" in self.environment:
+            return "error", f"environment not available: {self.environment['error']}"
+        return None
+
+    def finish(self, outcome: str, message: str | None, execution: Execution | None = None,
                metrics_valid: bool = False) -> str:
         execution = execution or Execution(None)
-        run_dir.write_record({
-            **record, **execution.recorded, "outcome": outcome, "message": message, "exit_code": execution.exit_code,
-            "finished_at": now_iso(), "wall_s": round(time.monotonic() - started, 3),
+        wall = execution.wall_s if execution.wall_s is not None else time.monotonic() - self.started
+        self.run_dir.write_record({
+            **self.record, **execution.recorded, "outcome": outcome, "message": message,
+            "exit_code": execution.exit_code, "finished_at": now_iso(), "wall_s": round(wall, 3),
             "container": execution.container, "resources": execution.resources,
             "metrics_valid": metrics_valid,
-            "monitor": monitor_summary.run_summary(run_dir.path, run.monitor_interval),
+            "monitor": monitor_summary.run_summary(self.run_dir.path, self.run.monitor_interval),
         })
         return outcome if not message else f"{outcome}: {message}"
 
-    reason = unsupported(run)
-    if reason:  # never run as fp32 under another label
-        return finish("unsupported", reason)
-    if "unavailable" in environment:  # this host cannot run the image (GPU architecture, driver)
-        return finish("unavailable", environment["unavailable"])
-    if "error" in environment:
-        return finish("error", f"environment not available: {environment['error']}")
+    def conclude(self, execution: Execution) -> str:
+        """run.json from what the backend saw and what the run left in its directory."""
+        refused = _refused_entries(self.run_dir)  # before anything in it is read
+        if refused:
+            return self.finish("failed", refused, execution)
+        metrics, metrics_problem = read_metrics(self.run_dir.file("metrics.json"))
+        outcome: str
+        message: str | None
+        if execution.interrupted:
+            outcome, message = "error", execution.message or "interrupted"
+        elif execution.scheduler_state and not execution.started:
+            outcome, message = "error", execution.message or \
+                f"the job ended ({execution.scheduler_state}) before the workload started"
+        elif execution.exit_code is None and execution.message and \
+                execution.scheduler_state not in SCHEDULER_STATES:
+            outcome, message = "error", execution.message
+        else:
+            outcome, message = classify(execution.exit_code, metrics, metrics_problem,
+                                        oom_killed=execution.oom_killed,
+                                        timed_out=execution.timed_out,
+                                        scheduler_state=execution.scheduler_state)
+        return self.finish(outcome, message, execution, metrics_valid=metrics is not None)
+
+
+def _run_one(run: PlannedRun, backend: DirectBackend, results: ResultsDir, host_data_dir: str | None,
+             environment: dict, say, data_record: dict | None = None) -> str:
+    attempt = RunAttempt(run, backend, results, host_data_dir, environment, data_record)
+    refusal = attempt.refusal()
+    if refusal:
+        return attempt.finish(*refusal)
 
     def on_event(event):
         line = format_event(event)
         if line:
             say(line)
     try:
-        execution = backend.execute(run, run_dir, host_data_dir, environment, on_event)
+        execution = backend.execute(run, attempt.run_dir, host_data_dir, environment, on_event)
     except KeyboardInterrupt:  # recorded, so the run is re-run by --resume
-        _refused_entries(run_dir)
-        finish("error", "interrupted")
+        _refused_entries(attempt.run_dir)
+        attempt.finish("error", "interrupted")
         raise
     except DlbenchError as exc:
-        _refused_entries(run_dir)
-        finish("error", str(exc))
+        _refused_entries(attempt.run_dir)
+        attempt.finish("error", str(exc))
         raise
-    refused = _refused_entries(run_dir)  # before anything in it is read
-    if refused:
-        return finish("failed", refused, execution)
-    metrics, metrics_problem = read_metrics(run_dir.file("metrics.json"))
-    outcome: str
-    message: str | None
-    if execution.exit_code is None and execution.message:
-        outcome, message = "error", execution.message
-    else:
-        outcome, message = classify(execution.exit_code, metrics, metrics_problem,
-                                    oom_killed=execution.oom_killed,
-                                    timed_out=execution.timed_out)
-    return finish(outcome, message, execution, metrics_valid=metrics is not None)
+    return attempt.conclude(execution)
 
 
 def _refused_entries(run_dir: RunDir) -> str | None:

@@ -95,6 +95,7 @@ class Suite:
     cv_threshold: float = DEFAULT_CV_THRESHOLD   # warn above this repeat-to-repeat CV
     matrix_description: str | None = None
     warnings: list[str] = field(default_factory=list)  # lines to show before anything runs
+    slurm: dict | None = None     # the suite's `slurm:` block, for --backend slurm
 
     @property
     def devices(self) -> set[str]:
@@ -109,7 +110,7 @@ class Suite:
                                "synthetic data (give it `synthetic: true` or a `synthetic: "
                                "[false, true]` matrix axis)")
         return Suite(self.name, self.description, self.path, self.text, runs,
-                     self.cv_threshold, self.matrix_description, self.warnings)
+                     self.cv_threshold, self.matrix_description, self.warnings, self.slurm)
 
 
 def _is_integer(checker, instance) -> bool:
@@ -209,7 +210,7 @@ def load_suite(path: str | Path, *, target: Target | None = None,
                  cv_threshold=data.get("statistics", {}).get("cv_threshold",
                                                              DEFAULT_CV_THRESHOLD),
                  matrix_description=expansion.description if expansion else None,
-                 warnings=warnings)
+                 warnings=warnings, slurm=data.get("slurm"))
 
 
 def _namer(path: Path, where: str, entry: dict, defaults: dict):

@@ -97,9 +97,26 @@ def read_metrics(path: Path) -> tuple[dict | None, str | None]:
     return metrics, None
 
 
+# A cluster scheduler's final job states that decide the outcome whatever the workload wrote
+# (any other state, COMPLETED or FAILED, leaves it to what the job recorded). `error` is the
+# orchestrator's trouble, not the framework's: `dlbench run --resume` submits the run again.
+SCHEDULER_STATES = {
+    "TIMEOUT": ("timeout", "the job reached its Slurm time limit and was stopped"),
+    "DEADLINE": ("timeout", "the job reached its Slurm deadline and was stopped"),
+    "OUT_OF_MEMORY": ("oom", "the scheduler stopped the job: out of memory (its --mem)"),
+    "CANCELLED": ("killed", "the job was cancelled (scancel) while it ran"),
+    "NODE_FAIL": ("error", "its node failed or was set down while the job ran"),
+    "PREEMPTED": ("error", "the job was preempted by another job"),
+    "BOOT_FAIL": ("error", "its node failed to boot"),
+}
+
+
 def classify(exit_code: int | None, metrics: dict | None, metrics_problem: str | None,
-             *, oom_killed: bool = False, timed_out: bool = False) -> tuple[str, str | None]:
+             *, oom_killed: bool = False, timed_out: bool = False,
+             scheduler_state: str | None = None) -> tuple[str, str | None]:
     """Turn what the backend saw into one outcome and a message for the report."""
+    if scheduler_state in SCHEDULER_STATES:
+        return SCHEDULER_STATES[scheduler_state]
     if timed_out:
         return "timeout", "the run exceeded its timeout and was stopped"
     if oom_killed:

@@ -119,3 +119,4 @@ directory.registered_backends = names
 
 register("docker", "orchestrator.execution.backends.docker:DockerBackend", auto="Docker if reachable")
 register("local", "orchestrator.execution.backends.local:LocalBackend", auto="local")
+register("slurm", "orchestrator.execution.backends.slurm:SlurmBackend")

@@ -2,7 +2,11 @@
 and the output handling backends share. A backend reports what it saw of a run
 (`Execution`); it never decides the outcome (results.directory.classify does).
 
-Adding a backend is one module in this package holding one `Backend` subclass, and one
+Two kinds: a DirectBackend runs one run at a time on this host and waits for it (docker,
+local); a ScheduledBackend hands every run to a cluster scheduler as a job, follows the
+jobs and gathers what they wrote (slurm; orchestrator.execution.scheduled drives it).
+
+Adding a backend is one module in this package holding one subclass of either, and one
 line in the registry (orchestrator/execution/backends/__init__.py). Nothing else names a
 backend: the runner, the monitor and the CLI only ever see this interface.
 """
@@ -12,7 +16,7 @@ import abc
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -64,8 +68,23 @@ class Execution:
     message: str | None = None
     container: dict | None = None
     resources: dict = field(default_factory=dict)
-    # more of run.json, as the backend saw it: gpus, cuda_cache, environment_scrubbed
+    # more of run.json, as the backend saw it: gpus, cuda_cache, environment_scrubbed, slurm
     recorded: dict = field(default_factory=dict)
+    # a scheduled run: how long it ran on its node (the host's clock also counts its queueing)
+    wall_s: float | None = None
+    # a scheduled run: the scheduler's final word on the job (results.directory.SCHEDULER_STATES)
+    scheduler_state: str | None = None
+    started: bool = True          # False: the job ended before the workload started
+    interrupted: bool = False     # dlbench itself stopped it (Ctrl-C, SIGTERM): resume reruns it
+
+    def to_dict(self) -> dict:
+        """As a node writes it for the host (node.json's `execution`)."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Execution:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
 
 
 class Backend(abc.ABC):
@@ -109,6 +128,10 @@ class Backend(abc.ABC):
     def preflight(self, suite: Suite) -> None:
         """Fail early, in one sentence, when the suite cannot run here (e.g. no GPU)."""
 
+    def check_results_location(self, root: Path) -> None:  # noqa: B027 - most have nothing to check
+        """Preflight, once the results root is known: one line when the runs could not
+        write there (a cluster's nodes that do not share it)."""
+
     def system_info(self) -> dict:
         """system.json: the host the suite runs on, as this backend sees it."""
         return sysinfo.collect()
@@ -124,11 +147,23 @@ class Backend(abc.ABC):
         results; return what was removed, in words ("container NAME")."""
         return []
 
-    # -- one run ----------------------------------------------------------------
     @abc.abstractmethod
     def dataset_path(self, run: PlannedRun, host_dir: str) -> str:
         """The dataset directory as the workload sees it."""
 
+    def recorded_resources(self, run: PlannedRun) -> dict:
+        """run.json's resources: the limits asked for, marked "enforced": false when this
+        backend does not enforce them all."""
+        resources = {k: v for k, v in run.resources.items() if v is not None}
+        if any(key not in self.enforces for key in resources):
+            resources["enforced"] = False
+        return resources
+
+
+class DirectBackend(Backend):
+    """Runs one run at a time on this host, and waits for it (docker, local)."""
+
+    # -- one run ----------------------------------------------------------------
     @abc.abstractmethod
     def execute(self, run: PlannedRun, run_dir: RunDir, host_data_dir: str | None,
                 environment: dict, on_event: Callable[[dict], None]) -> Execution:
@@ -175,13 +210,64 @@ class Backend(abc.ABC):
                 raise DlbenchError(f"{suite.path}: gpus: {missing[0]!r} is not a GPU of this host "
                                    "(nvidia-smi -L lists them, numbered as NVML and dlbench number them)")
 
-    def recorded_resources(self, run: PlannedRun) -> dict:
-        """run.json's resources: the limits asked for, marked "enforced": false when this
-        backend does not enforce them all."""
-        resources = {k: v for k, v in run.resources.items() if v is not None}
-        if any(key not in self.enforces for key in resources):
-            resources["enforced"] = False
-        return resources
+
+@dataclass(frozen=True)
+class Submission:
+    """What a job needs of one run, besides its spec.json: written by the host, read on
+    the node. host_data_dir: None for synthetic data."""
+    run: PlannedRun
+    environment: dict
+    host_data_dir: str | None
+
+
+@dataclass
+class JobStatus:
+    """One run's job as the scheduler sees it now (`dlbench status`)."""
+    job_id: str
+    state: str                 # the scheduler's own word: PENDING, RUNNING, COMPLETED, ...
+    node: str | None = None
+    detail: str | None = None  # why it waits, how long it has run
+
+
+class ScheduledBackend(Backend):
+    """Hands each run to a cluster scheduler as a job; the jobs run on its nodes and each
+    writes only its own run directory (spec.json in, metrics.json, output.log,
+    monitor.jsonl and the node's record out); the host follows them and gathers. Two
+    dlbench processes never submit one run twice: jobs are recorded under the results
+    directory's lock, and a resume follows a recorded job instead of submitting anew."""
+
+    detach: bool = False   # --detach: submit, record the jobs and return
+
+    @classmethod
+    @abc.abstractmethod
+    def observer(cls) -> ScheduledBackend:
+        """A backend that only asks the scheduler about jobs (`dlbench status`): it needs
+        the scheduler's commands, nothing the runs would."""
+
+    @abc.abstractmethod
+    def submit(self, results_path: Path, submissions: list[Submission],
+               say: Callable[[str], None]) -> None:
+        """Submit one job per run and record each (its job ID) before returning."""
+
+    @abc.abstractmethod
+    def recorded_jobs(self, results_path: Path) -> set[str]:
+        """The runs that have a job recorded under these results (submitted earlier)."""
+
+    @abc.abstractmethod
+    def follow(self, results_path: Path, run_ids: set[str], say: Callable[[str], None],
+               give_up_after: float | None = None) -> Iterator[tuple[str, Execution]]:
+        """Yield (run ID, what its job did) as each run's job ends, polling the scheduler
+        no faster than it likes, until run_ids is empty (the caller removes each run it
+        was given and may add runs it submits meanwhile) or give_up_after seconds pass."""
+
+    @abc.abstractmethod
+    def cancel(self, results_path: Path, run_ids: list[str]) -> list[str]:
+        """Cancel these runs' jobs (Ctrl-C, SIGTERM); they are then recorded as interrupted.
+        Returns the job IDs cancelled."""
+
+    @abc.abstractmethod
+    def status(self, results_path: Path, run_ids: list[str]) -> dict[str, JobStatus]:
+        """The scheduler's view of these runs' jobs, for those that have one."""
 
 
 def observed(on_event: Callable[[dict], None], mon: monitor.Monitor) -> Callable[[dict], None]:

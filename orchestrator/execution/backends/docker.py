@@ -21,7 +21,7 @@ from orchestrator.errors import DlbenchError
 from orchestrator.execution import sysinfo
 from orchestrator.execution.backends.base import (
     CUDA_CACHE_MAXSIZE,
-    Backend,
+    DirectBackend,
     Execution,
     OutputSink,
     Unavailable,
@@ -90,7 +90,7 @@ def gpu_request(gpus: list | None = None) -> list[DeviceRequest]:
     return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
 
 
-class DockerBackend(Backend):
+class DockerBackend(DirectBackend):
     name = "docker"
     summary = "one container per run"
     enforces = frozenset({"cpus", "cpuset", "memory", "timeout", "network_off", "read_only_root",

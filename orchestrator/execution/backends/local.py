@@ -25,7 +25,7 @@ from orchestrator import images
 from orchestrator.errors import DlbenchError
 from orchestrator.execution.backends.base import (
     CUDA_CACHE_MAXSIZE,
-    Backend,
+    DirectBackend,
     Execution,
     OutputSink,
     cuda_cache_dir,
@@ -89,7 +89,7 @@ def _uv_settings() -> tuple[dict, list[str]]:
     return env, links
 
 
-class LocalBackend(Backend):
+class LocalBackend(DirectBackend):
     name = "local"
     summary = "one virtualenv per framework"
     enforces = frozenset({"timeout"})

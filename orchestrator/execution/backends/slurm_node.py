@@ -1,0 +1,167 @@
+"""What a dlbench Slurm job runs on its node: one run of a suite, in the same locked-down
+container the docker backend starts (same limits, read-only data, network off, non-root),
+on the node's own Docker engine.
+
+    python -m orchestrator.execution.backends.slurm_node RESULTS_DIR TASKS_FILE
+
+TASKS_FILE (slurm/tasks-<token>.json, written by the host) lists the runs of one job
+array; SLURM_ARRAY_TASK_ID picks this job's. The job writes only its own run directory:
+the workload's metrics.json and output.log, the node-side monitor.jsonl, and node.json
+(NODE_FILE) — where it ran, the image it ran, what the container did — which the host
+turns into run.json once Slurm says the job ended.
+
+Slurm stops a job (scancel, its time limit, its node set down) with SIGTERM, then SIGKILL
+after KillWait; a container belongs to the engine, not to the job, so SIGTERM stops and
+removes it here; and a container an earlier attempt of this run left (SIGKILL, no chance
+to clean up) is removed before this one starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from contract.jsonio import write_json_atomic
+from orchestrator.errors import DlbenchError
+from orchestrator.execution.backends.base import Execution
+from orchestrator.execution.backends.docker import RESULTS_LABEL, DockerBackend, connect
+from orchestrator.images import store
+from orchestrator.plan.suite import PlannedRun
+from orchestrator.results.directory import RunDir, now_iso
+
+NODE_FILE = "node.json"
+JOB_LABEL = "org.dlbench.slurm-job"
+# What an earlier attempt of this run may have left; a requeued job starts afresh.
+ATTEMPT_FILES = ("output.log", "metrics.json", "monitor.jsonl", NODE_FILE)
+
+
+class NodeDockerBackend(DockerBackend):
+    """The docker backend as a job uses it: its container carries the job's ID, and a
+    SIGTERM that comes before the container started stops it as soon as it has."""
+
+    def __init__(self, client, job_id: str):
+        super().__init__(client)
+        self.job_id = job_id
+        self.terminated = False
+
+    def container_config(self, run, run_dir, host_data_dir, environment) -> dict:
+        config = super().container_config(run, run_dir, host_data_dir, environment)
+        config["labels"][JOB_LABEL] = self.job_id
+        return config
+
+    def _wait(self, container, run):  # type: ignore[override]
+        if self.terminated:  # SIGTERM came while the container was being created
+            container.stop(timeout=5)
+            return container.wait(timeout=60)["StatusCode"], False
+        return DockerBackend._wait(container, run)
+
+    def terminate(self) -> None:
+        self.terminated = True
+        self.interrupt()
+
+    def remove_stale(self, results: Path, run_id: str) -> list[str]:
+        """Containers of an earlier attempt of this run (its job was SIGKILLed)."""
+        found = self.client.containers.list(all=True, filters={"label": [
+            f"{RESULTS_LABEL}={results}", f"org.dlbench.run-id={run_id}"]})
+        for container in found:
+            container.remove(force=True)
+        return [container.name for container in found]
+
+
+def allocated_gpus() -> list[int | str] | None:
+    """The GPUs Slurm gave this job (SLURM_JOB_GPUS: the node's GPU indices), if any."""
+    value = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS")
+    return [int(gpu) if gpu.isdigit() else gpu for gpu in value.split(",") if gpu] if value else None
+
+
+class Job:
+    """This job: its run, its record (node.json), and the container it may have started."""
+
+    def __init__(self, results: Path, task: dict, job_id: str):
+        self.results, self.job_id = results, job_id
+        self.run = PlannedRun(**task["run"])
+        self.environment, self.host_data_dir = task["environment"], task["host_data_dir"]
+        self.run_dir = RunDir(results / "runs" / self.run.run_id)
+        self.backend: NodeDockerBackend | None = None
+        self.terminated = False
+        self.record: dict = {}
+
+    def on_sigterm(self, signum, frame) -> None:
+        self.terminated = True
+        print(f"dlbench job {self.job_id}: SIGTERM: stopping the run's container", flush=True)
+        if self.backend is not None:
+            self.backend.terminate()
+
+    def write(self, **fields) -> None:
+        self.record.update(fields)
+        write_json_atomic(str(self.run_dir.file(NODE_FILE)), self.record)
+
+    def start(self) -> None:
+        for name in ATTEMPT_FILES:  # a fresh attempt: nothing of an earlier one is this one's
+            self.run_dir.file(name).unlink(missing_ok=True)
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        self.write(job_id=self.job_id, node=node, host=socket.gethostname(),
+                   started_at=now_iso(), phase="preparing",
+                   restarts=int(os.environ.get("SLURM_RESTART_COUNT") or 0))
+        print(f"dlbench job {self.job_id}: run {self.run.run_id} on node {node}", flush=True)
+
+    def execute(self) -> Execution:
+        client, problem = connect()
+        if client is None:
+            raise DlbenchError(f"node {self.record['node']}: no Docker engine answers ({problem}); "
+                               "the slurm backend's docker runtime needs one on every node")
+        image = store.ensure_loaded(client, self.environment["saved"])
+        self.write(image=image)
+        if image["loaded"]:
+            print(f"dlbench job {self.job_id}: loaded {image['id'][:19]} from {image['archive']}",
+                  flush=True)
+        if self.host_data_dir is not None and not os.path.isdir(self.host_data_dir):
+            raise DlbenchError(f"node {self.record['node']}: dataset directory {self.host_data_dir} "
+                               "is not there; put the datasets on a filesystem every node shares")
+        gpus = allocated_gpus()
+        if self.run.spec["device"] == "gpu" and gpus:
+            self.run.gpus = list(gpus)  # the ones Slurm gave this job, not those the host saw
+        self.backend = NodeDockerBackend(client, self.job_id)
+        for name in self.backend.remove_stale(self.results, self.run.run_id):
+            print(f"dlbench job {self.job_id}: removed container {name} of an earlier attempt",
+                  flush=True)
+        if self.terminated:
+            return Execution(None, message="stopped before the container started")
+        self.write(phase="running")
+        return self.backend.execute(self.run, self.run_dir, self.host_data_dir,
+                                    self.environment, on_event=lambda event: None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or "SLURM_ARRAY_TASK_ID" not in os.environ:
+        print("usage (inside a dlbench Slurm job): python -m orchestrator.execution.backends."
+              "slurm_node RESULTS_DIR TASKS_FILE", file=sys.stderr)
+        return 2
+    results, tasks_file = Path(argv[0]), Path(argv[1])
+    index = int(os.environ["SLURM_ARRAY_TASK_ID"])
+    task = json.loads(tasks_file.read_text(encoding="utf-8"))["runs"][index]
+    job = Job(results, task, f"{os.environ.get('SLURM_ARRAY_JOB_ID', '?')}_{index}")
+    signal.signal(signal.SIGTERM, job.on_sigterm)
+    job.start()
+    started = time.monotonic()
+    try:
+        execution = job.execute()
+    except DlbenchError as exc:
+        execution = Execution(None, message=str(exc))
+    job.write(phase="done", finished_at=now_iso(), wall_s=round(time.monotonic() - started, 3),
+              terminated=job.terminated, execution=execution.to_dict())
+    print(f"dlbench job {job.job_id}: exit code {execution.exit_code}"
+          + (f" ({execution.message})" if execution.message else ""), flush=True)
+    if job.terminated:
+        return 128 + signal.SIGTERM
+    code = execution.exit_code
+    return code if isinstance(code, int) and 0 <= code < 256 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from contract.events import format_event
 from orchestrator.errors import DlbenchError
 from orchestrator.execution import backends
-from orchestrator.execution.backends.base import DirectBackend, Execution, OutputSink
+from orchestrator.execution.backends.base import Backend, DirectBackend, Execution, OutputSink
 from orchestrator.results.directory import now_iso
 
 REPO = Path(__file__).resolve().parent.parent

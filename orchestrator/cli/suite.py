@@ -35,9 +35,10 @@ def cmd_plan(args) -> int:
 
 def cmd_run(args) -> int:
     from orchestrator.cli.bundle import verified_line
-    from orchestrator.execution.backends import select_backend, use_existing_environments
+    from orchestrator.execution.backends import runs_on_this_host, select_backend, use_existing_environments
     from orchestrator.execution.resume import load_plan, recorded_outcome, resume_suite
     from orchestrator.execution.runner import run_suite
+    from orchestrator.plan.rules import Target
     from orchestrator.plan.suite import load_suite
     from orchestrator.results.directory import ResultsDir
 
@@ -50,7 +51,8 @@ def cmd_run(args) -> int:
                                f"{planned_backend} backend; resume it with that one")
         backend = select_backend(planned_backend, say=say, build=not args.no_build)
     else:
-        suite = load_suite(args.suite, allow_large=args.allow_large)
+        suite = load_suite(args.suite, allow_large=args.allow_large,
+                           target=Target.this_host(runs_here=runs_on_this_host(args.backend)))
         if args.synthetic_only:
             suite = suite.synthetic_only()
         for line in suite.warnings:

@@ -53,19 +53,23 @@ def run_jobs(suite: Suite, backend: ScheduledBackend, results: ResultsDir,
         return False
     resubmitted: set[str] = set()
     try:
-        for run_id, execution in backend.follow(results.path, following, say):
-            following.discard(run_id)
-            outcome = by_id[run_id].conclude(execution)
-            if run_id in adopted and run_id not in resubmitted and outcome.startswith("error"):
-                # its job was lost before this resume looked: once more, from an empty directory
-                resubmitted.add(run_id)
-                by_id[run_id] = again = by_id[run_id].again()
-                say(f"    {run_id}: {outcome}; submitting it again")
-                backend.submit(results.path, [Submission(again.run, again.environment,
-                                                         again.host_data_dir)], say)
-                following.add(run_id)
-                continue
-            say(f"    {run_id} -> {outcome}")
+        for ended in backend.follow(results.path, following, say):
+            lost: list[RunAttempt] = []
+            for run_id, execution in ended:
+                following.discard(run_id)
+                outcome = by_id[run_id].conclude(execution)
+                if run_id in adopted and run_id not in resubmitted and outcome.startswith("error"):
+                    # its job was lost before this resume looked: once more, from an empty directory
+                    say(f"    {run_id}: {outcome}; submitting it again")
+                    resubmitted.add(run_id)
+                    by_id[run_id] = by_id[run_id].again()
+                    lost.append(by_id[run_id])
+                else:
+                    say(f"    {run_id} -> {outcome}")
+            if lost:
+                backend.submit(results.path, [Submission(a.run, a.environment, a.host_data_dir)
+                                              for a in lost], say)
+                following.update(a.run.run_id for a in lost)
     except KeyboardInterrupt:
         _cancel_and_record(backend, results, by_id, following, say)
         raise
@@ -81,10 +85,10 @@ def _cancel_and_record(backend: ScheduledBackend, results: ResultsDir,
     say(f"Interrupted: cancelled {len(cancelled)} job(s); waiting for them to stop "
         "(Ctrl-C again to stop waiting)")
     try:
-        for run_id, execution in backend.follow(results.path, following, say,
-                                                give_up_after=CANCEL_WAIT_S):
-            following.discard(run_id)
-            say(f"    {run_id} -> {by_id[run_id].conclude(execution)}")
+        for ended in backend.follow(results.path, following, say, give_up_after=CANCEL_WAIT_S):
+            for run_id, execution in ended:
+                following.discard(run_id)
+                say(f"    {run_id} -> {by_id[run_id].conclude(execution)}")
     except KeyboardInterrupt:
         pass
     for run_id in sorted(following):  # still ending on its node: resume starts it afresh

@@ -47,7 +47,18 @@ MpiDefault=none
 NodeName=n1 NodeHostname=$host NodeAddr=10.213.0.1 CPUs=1 RealMemory=4000
 NodeName=n2 NodeHostname=$host NodeAddr=10.213.0.2 CPUs=1 RealMemory=4000
 PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=30 State=UP
+# For the tests of what dlbench refuses before submitting: a node on another machine (never
+# started: it stays down) whose partition cannot share this host's local filesystem, and a
+# partition that lets two accounts in (without slurmdbd, the only accounts Slurm knows).
+NodeName=n3 NodeHostname=elsewhere NodeAddr=10.213.0.3 CPUs=1 RealMemory=4000
+PartitionName=remote Nodes=n3 MaxTime=30 State=UP
+PartitionName=restricted Nodes=n1,n2 MaxTime=30 State=UP AllowAccounts=lab,ci
 CONF
+if ! cmp -s "$conf.new" "$conf"; then  # another layout: the daemons start afresh on it
+  pkill -x slurmctld || true; pkill -x slurmd || true
+  for _ in $(seq 1 20); do pgrep -x 'slurmctld|slurmd' >/dev/null || break; sleep 0.5; done
+  rm -f "$dir"/slurmd-*.pid
+fi
 mv "$conf.new" "$conf"
 
 if ! pgrep -x munged >/dev/null; then
@@ -55,7 +66,7 @@ if ! pgrep -x munged >/dev/null; then
   runuser -u munge -- /usr/sbin/munged
 fi
 export SLURM_CONF=$conf
-if pgrep -x slurmctld >/dev/null; then scontrol reconfigure; else slurmctld -f "$conf"; fi
+pgrep -x slurmctld >/dev/null || slurmctld -f "$conf"
 [ -e "$dir/slurmd-n1.pid" ] && kill -0 "$(cat "$dir/slurmd-n1.pid")" 2>/dev/null || slurmd -f "$conf" -N n1
 [ -e "$dir/slurmd-n2.pid" ] && kill -0 "$(cat "$dir/slurmd-n2.pid")" 2>/dev/null || \
   nsenter --net=/var/run/netns/dlbn2 slurmd -f "$conf" -N n2

@@ -109,6 +109,14 @@ def use_existing_environments(backend: Backend) -> None:
     backend.build = False
 
 
+def runs_on_this_host(name: str) -> bool:
+    """False for a backend whose runs go to other machines (a cluster scheduler's nodes): the
+    plan checks their resources against those machines (sbatch), not this host."""
+    from orchestrator.execution.backends.base import ScheduledBackend
+
+    return name not in BACKENDS or not issubclass(backend_class(name), ScheduledBackend)
+
+
 def rerun_backends() -> list[str]:
     """The backends that can run a bundle's runs again on the images it recorded."""
     return [name for name in BACKENDS if backend_class(name).reruns_recorded_images]

@@ -255,10 +255,11 @@ class ScheduledBackend(Backend):
 
     @abc.abstractmethod
     def follow(self, results_path: Path, run_ids: set[str], say: Callable[[str], None],
-               give_up_after: float | None = None) -> Iterator[tuple[str, Execution]]:
-        """Yield (run ID, what its job did) as each run's job ends, polling the scheduler
-        no faster than it likes, until run_ids is empty (the caller removes each run it
-        was given and may add runs it submits meanwhile) or give_up_after seconds pass."""
+               give_up_after: float | None = None) -> Iterator[list[tuple[str, Execution]]]:
+        """After each look at the scheduler (no more often than it likes), yield the runs
+        whose jobs have ended as (run ID, what its job did); until run_ids is empty (the
+        caller removes each run it was given and may add runs it submits meanwhile) or
+        give_up_after seconds have passed."""
 
     @abc.abstractmethod
     def cancel(self, results_path: Path, run_ids: list[str]) -> list[str]:

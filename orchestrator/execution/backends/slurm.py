@@ -69,6 +69,8 @@ class SlurmBackend(ScheduledBackend):
         self.exclude: list[str] = []
         self.poll_s = DEFAULT_POLL_S
         self._nodes: list[str] = []         # the nodes the runs may use (preflight)
+        self._suite: Suite | None = None
+        self._max_minutes: int | None = None  # the partition's MaxTime
         self._states: dict[str, str] = {}   # run ID -> what was last said of its job
         self._accounting: bool | None = None
 
@@ -137,13 +139,8 @@ class SlurmBackend(ScheduledBackend):
         self._check_names(suite, partition)
         self._check_time(suite, partition)
         self._check_gpus(suite, chosen)
-        for options in sorted({tuple(self.job_options(run)) for run in suite.runs}):
-            refused = slurm.test_only(list(options))
-            if refused:
-                raise DlbenchError(f"{suite.path}: slurm: sbatch refuses the runs' jobs "
-                                   f"({refused}; options: {' '.join(options)})")
         self.docker.preflight(suite)
-        self._nodes = chosen
+        self._nodes, self._suite = chosen, suite
 
     def _reach_controller(self) -> None:
         problem = slurm.controller_problem()
@@ -190,14 +187,15 @@ class SlurmBackend(ScheduledBackend):
                                    f"(known: {', '.join(sorted(known)) or 'none'}; sacctmgr show {key})")
 
     def _check_time(self, suite: Suite, partition: dict[str, str]) -> None:
-        limit = slurm_minutes(partition.get("MaxTime", "UNLIMITED"))
-        for run in suite.runs:
-            wanted = slurm_minutes(self.time_limit(run))
-            if limit is not None and wanted is not None and wanted > limit:
-                where = "slurm.time" if "time" in self.settings else f"{run.run_id}: timeout (+{LOAD_MARGIN_MIN} min)"
-                raise DlbenchError(f"{suite.path}: {where}: {wanted} min per run is more than "
-                                   f"partition {self.partition}'s MaxTime ({partition['MaxTime']}); "
-                                   "set slurm.time or a shorter timeout")
+        """A `time` beyond the partition's MaxTime is refused; without one, each run's
+        limit is its timeout plus LOAD_MARGIN_MIN, capped at MaxTime."""
+        self._max_minutes = slurm_minutes(partition.get("MaxTime", "UNLIMITED"))
+        given = self.settings.get("time")
+        wanted = slurm_minutes(str(given)) if given is not None else None
+        if wanted is not None and self._max_minutes is not None and wanted > self._max_minutes:
+            raise DlbenchError(f"{suite.path}: slurm.time: {wanted} min per run is more than partition "
+                               f"{self.partition}'s MaxTime ({partition['MaxTime']}); ask for less, "
+                               "or choose another partition")
 
     def _check_gpus(self, suite: Suite, chosen: list[str]) -> None:
         wanted = max((self.gpus_per_run(run) for run in suite.runs), default=0)
@@ -211,8 +209,19 @@ class SlurmBackend(ScheduledBackend):
                                f"{', '.join(chosen)}); lower gpus_per_run or choose another partition")
 
     def check_results_location(self, root: Path) -> None:
-        """The results, the image store, this checkout and its Python must be where every
-        node finds them: a network filesystem, or nodes that are this host (their
+        """The last of preflight: the results, the image store, this checkout and its Python
+        must be where every node finds them; then sbatch --test-only of each kind of job
+        the suite will submit (nothing is submitted)."""
+        self._check_shared(root)
+        assert self._suite is not None, "preflight first"
+        for options in sorted({tuple(self.job_options(run)) for run in self._suite.runs}):
+            refused = slurm.test_only(list(options))
+            if refused:
+                raise DlbenchError(f"{self._suite.path}: slurm: sbatch refuses the runs' jobs "
+                                   f"({refused}; options: {' '.join(options)})")
+
+    def _check_shared(self, root: Path) -> None:
+        """Shared: a network filesystem, or nodes that are all this host (their
         NodeHostname), unless the suite says `shared_filesystem: true`."""
         if self.settings.get("shared_filesystem") is True:
             return
@@ -263,9 +272,10 @@ class SlurmBackend(ScheduledBackend):
     # -- the jobs -----------------------------------------------------------
     def time_limit(self, run: PlannedRun) -> str:
         given = self.settings.get("time")
-        if given is None:
-            return str(math.ceil(run.timeout / 60) + LOAD_MARGIN_MIN)
-        return str(given)
+        if given is not None:
+            return str(given)
+        minutes = math.ceil(run.timeout / 60) + LOAD_MARGIN_MIN
+        return str(minutes if self._max_minutes is None else min(minutes, self._max_minutes))
 
     def gpus_per_run(self, run: PlannedRun) -> int:
         if run.spec["device"] != "gpu":
@@ -320,9 +330,17 @@ class SlurmBackend(ScheduledBackend):
         jobs["arrays"][token] = {"name": name, "job_id": None, "submitted_at": now_iso(),
                                  "runs": [m.run.run_id for m in members], "options": options}
         self._save_jobs(results_path, jobs)
-        throttle = f"%{self.settings['max_jobs']}" if self.settings.get("max_jobs") else ""
+        throttle, after = "", []
+        if self.settings.get("max_jobs"):
+            # %N throttles one array; one submitted while others of the suite still run waits
+            # for them, so that max_jobs holds for the whole suite
+            throttle = f"%{self.settings['max_jobs']}"
+            live = {entry.job_id.split("_")[0] for entry in slurm.queue(self._array_ids(results_path)).values()
+                    if entry.state not in slurm.ENDED}
+            after = [f"--dependency=afterany:{':'.join(sorted(live))}"] if live else []
         try:
-            array_id = slurm.submit([*options, f"--job-name={name}", f"--array=0-{len(members) - 1}{throttle}",
+            array_id = slurm.submit([*options, *after, f"--job-name={name}",
+                                     f"--array=0-{len(members) - 1}{throttle}",
                                      f"--output={results_path}/slurm/logs/%A_%a.log",
                                      f"--chdir={REPO_ROOT}"], str(script), [str(results_path), str(tasks)])
         except slurm.SlurmError as exc:
@@ -374,18 +392,21 @@ class SlurmBackend(ScheduledBackend):
         return set(jobs["runs"])
 
     def follow(self, results_path: Path, run_ids: set[str], say,
-               give_up_after: float | None = None) -> Iterator[tuple[str, Execution]]:
+               give_up_after: float | None = None) -> Iterator[list[tuple[str, Execution]]]:
         deadline = None if give_up_after is None else time.monotonic() + give_up_after
         while run_ids:
             jobs = self._jobs(results_path)["runs"]
             wanted = {run_id: jobs[run_id] for run_id in sorted(run_ids) if run_id in jobs}
             queued = slurm.queue({job["job_id"].split("_")[0] for job in wanted.values()})
+            ended = []
             for run_id, job in wanted.items():
                 entry = queued.get(job["job_id"])
                 if entry is not None and entry.state not in slurm.ENDED:
                     self._say_state(run_id, job["job_id"], entry, say)
-                    continue
-                yield run_id, self._ended(results_path, run_id, job, entry)
+                else:
+                    ended.append((run_id, self._ended(results_path, run_id, job, entry)))
+            if ended:
+                yield ended
             if not run_ids or (deadline is not None and time.monotonic() > deadline):
                 return
             time.sleep(self.poll_s)
@@ -420,7 +441,8 @@ class SlurmBackend(ScheduledBackend):
             "partition": record.get("Partition") or (account or {}).get("Partition") or self.partition,
             "exit_code": record.get("ExitCode") or (account or {}).get("ExitCode"),
             "elapsed": record.get("RunTime") or (account or {}).get("Elapsed") or (entry.elapsed if entry else None),
-            "max_rss": ((account or {}).get("MaxRSS") or None),
+            "max_rss": (account or {}).get("MaxRSS") or
+            (f"{node['max_rss_kb']}K" if isinstance(node.get("max_rss_kb"), int) else None),
             "log": log,
         }
         if "execution" in node:

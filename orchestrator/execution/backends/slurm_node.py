@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -136,6 +137,14 @@ class Job:
                                     self.environment, on_event=lambda event: None)
 
 
+def max_rss_kb() -> int:
+    """The job's peak resident memory as Slurm's MaxRSS counts it without accounting: its own
+    processes (this one and its children; the workload's container is the engine's, and its
+    memory is in monitor.jsonl)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + \
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or "SLURM_ARRAY_TASK_ID" not in os.environ:
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except DlbenchError as exc:
         execution = Execution(None, message=str(exc))
     job.write(phase="done", finished_at=now_iso(), wall_s=round(time.monotonic() - started, 3),
-              terminated=job.terminated, execution=execution.to_dict())
+              terminated=job.terminated, max_rss_kb=max_rss_kb(), execution=execution.to_dict())
     print(f"dlbench job {job.job_id}: exit code {execution.exit_code}"
           + (f" ({execution.message})" if execution.message else ""), flush=True)
     if job.terminated:

@@ -1,0 +1,245 @@
+"""The slurm backend against a real two-node Slurm cluster (Debian's slurmctld, two slurmd
+and munge, started by tests/slurm/cluster-up.sh; .ci/run starts it in CI): jobs spread
+over both nodes, the scheduler's outcomes (timeout, node failure, cancel), the node-side
+clean-up of containers, detach / status / resume, Ctrl-C. Every run is a real chainer
+container started by a real job on its node; nothing here is a fake.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.paths import REPO_ROOT
+from tests.integration.helpers import DLBENCH, dlbench, only_results_dir, runs, write_suite
+
+CLUSTER_UP = REPO_ROOT / "tests" / "slurm" / "cluster-up.sh"
+DEFAULT_CONF = Path("/var/tmp/dlbench-slurm/slurm.conf")
+# Chainer: the smallest image, a run of a few seconds on real MNIST (mounted read-only).
+TINY = ("dataset: mnist, train_split: test, train_limit: 256, "
+        "test_limit: 256, warmup_steps: 1, resources: {cpus: 1, memory: 1g}")
+# Some tens of seconds of training: long enough to cancel it, or fail its node, mid-run.
+MEDIUM = "epochs: 12, train_limit: 1024"
+LONG = "epochs: 500, train_limit: 2048"   # minutes: only a limit or a cancel ends it
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def scontrol(*args: str) -> str:
+    return subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60).stdout
+
+
+@pytest.fixture(scope="session")
+def slurm_conf() -> str:
+    conf = os.environ.get("SLURM_CONF") or (str(DEFAULT_CONF) if DEFAULT_CONF.exists() else None)
+    problem = None
+    if conf is None or shutil.which("sbatch") is None:
+        problem = "no Slurm cluster here (tests/slurm/cluster-up.sh starts one, as root)"
+    else:
+        os.environ["SLURM_CONF"] = conf
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+        if " is UP" not in ping.stdout:
+            problem = f"the test cluster's controller does not answer ({ping.stdout.strip() or ping.stderr.strip()})"
+    if problem:
+        if _in_ci():
+            pytest.fail(f"{problem}; CI=true requires it (.ci/run starts it)")
+        pytest.skip(problem)
+    return conf
+
+
+@pytest.fixture()
+def cluster(slurm_conf, docker_client, base_image, mnist_test_dir, tmp_path):
+    """Both nodes idle, the environment a user's shell would have, and afterwards: no job
+    and no container of this test left behind."""
+    for _ in range(60):
+        scontrol("update", "nodename=n1,n2", "state=resume")
+        states = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"], capture_output=True,
+                                text=True, timeout=60).stdout.split("\n")
+        if sum(" idle" in line for line in states) == 2:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"the test cluster's nodes are not idle: {states}")
+    data = tmp_path / "datasets"
+    shutil.copytree(mnist_test_dir, data / "mnist")
+    env = {"SLURM_CONF": slurm_conf, "DLBENCH_BASE_IMAGE": base_image, "DLBENCH_DATA_DIR": str(data),
+           "DLBENCH_RESULTS": str(tmp_path / "results")}
+    yield env
+    root = tmp_path / "results"
+    if root.exists():
+        for jobs in root.glob("*/slurm/jobs.json"):
+            arrays = [a["job_id"] for a in json.loads(jobs.read_text())["arrays"].values() if a["job_id"]]
+            subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
+    for container in our_containers(docker_client, root):
+        container.remove(force=True)
+
+
+def our_containers(client, root: Path) -> list:
+    return [c for c in client.containers.list(all=True)
+            if c.labels.get("org.dlbench.results", "").startswith(str(root))]
+
+
+def suite(tmp_path: Path, *runs_: str, slurm: str = "", name: str = "on-slurm") -> Path:
+    lines = "\n".join(f"  - {{framework: chainer, api: eager, seed: {seed}{', ' + extra if extra else ''}}}" for seed, extra in enumerate(runs_))
+    return write_suite(tmp_path, f"name: {name}\ndefaults: {{{TINY}}}\nruns:\n{lines}\n"
+                                 f"slurm: {{partition: debug, poll_seconds: 2{', ' + slurm if slurm else ''}}}\n")
+
+
+def node_record(results: Path, run_id: str) -> dict:
+    try:
+        return json.loads((results / "runs" / run_id / "node.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_for(what: str, condition, seconds: float = 180, every: float = 1.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"not within {seconds:.0f} s: {what}")
+
+
+def jobs_of(results: Path) -> dict[str, str]:
+    return {run_id: job["job_id"] for run_id, job in
+            json.loads((results / "slurm" / "jobs.json").read_text())["runs"].items()}
+
+
+def job_state(job_id: str) -> str:
+    line = scontrol("show", "job", "-o", job_id)
+    return next((f.split("=", 1)[1] for f in line.split() if f.startswith("JobState=")), "")
+
+
+def test_four_runs_spread_over_both_nodes_and_make_one_verified_bundle(cluster, docker_client, tmp_path):
+    path = suite(tmp_path, "", "", "", "")
+    started = time.monotonic()
+    proc = dlbench("run", path, "--backend", "slurm", env=cluster, timeout=900)
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    results = only_results_dir(tmp_path / "results")
+    recorded = runs(results)
+    assert len(recorded) == 4 and all(r["record"]["outcome"] == "ok" for r in recorded.values())
+    slurm = [r["record"]["slurm"] for r in recorded.values()]
+    assert {s["node"] for s in slurm} == {"n1", "n2"}, slurm  # one CPU each: two at a time, both used
+    assert all(s["state"] == "COMPLETED" and s["exit_code"] == "0:0" and s["partition"] == "debug"
+               for s in slurm)
+    assert all(s["max_rss"] for s in slurm)  # the job's own peak RSS, as Slurm's MaxRSS counts it
+    for run_id, run in recorded.items():
+        record = run["record"]
+        assert record["backend"] == "slurm" and record["environment"]["id"].startswith("sha256:")
+        assert record["data"]["source"] == "DLBENCH_DATA_DIR"  # real MNIST, mounted on the node
+        assert (results / "runs" / run_id / "monitor.jsonl").stat().st_size > 0  # the node's sampler
+        assert node_record(results, run_id)["image"]["id"] == record["environment"]["id"]
+        assert 0 < record["wall_s"] < wall
+    assert "Bundle verified" in proc.stdout
+    assert dlbench("verify", results, env=cluster).returncode == 0
+    status = dlbench("status", results, env=cluster)
+    assert status.returncode == 0 and status.stdout.count("done: ok") == 4, status.stdout
+    assert not our_containers(docker_client, tmp_path / "results")
+    print(f"4 runs over 2 Slurm nodes: {wall:.1f} s wall")
+
+
+def test_time_limit_and_memory_limit_are_timeout_and_oom_and_stop_their_containers(
+        cluster, docker_client, tmp_path):
+    # time: 1 minute per job; the first run trains for far longer, the second cannot even
+    # import its framework in 40 MB (the container's limit, which Slurm's --mem matches)
+    path = suite(tmp_path, LONG, "resources: {cpus: 1, memory: 40m}", slurm="time: 1")
+    proc = dlbench("run", path, "--backend", "slurm", env=cluster, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    results = only_results_dir(tmp_path / "results")
+    recorded = {run_id: r["record"] for run_id, r in runs(results).items()}
+    long_run, small_run = sorted(recorded)
+    assert recorded[long_run]["outcome"] == "timeout", recorded[long_run]
+    assert recorded[long_run]["slurm"]["state"] == "TIMEOUT"
+    assert recorded[long_run]["slurm"]["output_tail"]  # the run's last lines, for the report
+    assert recorded[small_run]["outcome"] == "oom", recorded[small_run]
+    assert node_record(results, long_run)["terminated"] is True  # the node caught SIGTERM
+    assert not our_containers(docker_client, tmp_path / "results")  # stopped, not left running
+    report = (results / "report.html").read_text()
+    assert "TIMEOUT" in report and "reached its Slurm time limit" in report
+
+
+def test_detach_status_scancel_node_down_then_resume(cluster, docker_client, tmp_path):
+    # three runs, two at a time: the first is cancelled (scancel) and the second's node is
+    # set down while they run; the third runs once a node is free
+    path = suite(tmp_path, LONG, MEDIUM, "", slurm="max_jobs: 2")
+    proc = dlbench("run", path, "--backend", "slurm", "--detach", env=cluster, timeout=600)
+    assert proc.returncode == 0 and "Detached" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "Report:" not in proc.stdout and "Bundle verified" not in proc.stdout
+    results = only_results_dir(tmp_path / "results")
+    first, second, third = sorted(jobs_of(results))
+    wait_for("two runs started", lambda: all(node_record(results, r).get("phase") == "running"
+                                             for r in (first, second)))
+    status = dlbench("status", results, env=cluster)
+    assert status.returncode == 0, status.stderr
+    assert "running" in status.stdout and "queued" in status.stdout  # the third waits its turn
+    assert {"n1", "n2"} <= set(status.stdout.split()), status.stdout
+    jobs = jobs_of(results)
+    node_of_second = node_record(results, second)["node"]
+    cancelled = subprocess.run(["scancel", jobs[first]], capture_output=True, text=True, timeout=60)
+    assert cancelled.returncode == 0, cancelled.stderr
+    scontrol("update", f"nodename={node_of_second}", "state=down", "reason=dlbench-test")
+    try:
+        # the node program stops the container at SIGTERM: none of the two is left running
+        wait_for("the cancelled and the failed run's containers removed",
+                 lambda: not [c for c in our_containers(docker_client, tmp_path / "results")
+                              if c.labels.get("org.dlbench.run-id") in (first, second)], seconds=90)
+        wait_for("all three jobs ended", lambda: all(
+            job_state(jobs[r]) in ("CANCELLED", "NODE_FAIL", "COMPLETED") for r in (first, second, third)),
+            seconds=300, every=2)
+        status = dlbench("status", results, env=cluster)
+        assert "ended (CANCELLED), not gathered" in status.stdout, status.stdout
+        assert "ended (NODE_FAIL), not gathered" in status.stdout
+        assert f"dlbench run --resume {results}" in status.stdout
+    finally:
+        scontrol("update", f"nodename={node_of_second}", "state=resume")
+    resumed = dlbench("run", "--resume", results, env=cluster, timeout=900)
+    out = resumed.stdout
+    assert "re-attaching to the jobs of 3 run(s)" in out, out[-3000:] + resumed.stderr[-2000:]
+    recorded = {run_id: r["record"] for run_id, r in runs(results).items()}
+    assert recorded[first]["outcome"] == "killed" and recorded[first]["slurm"]["state"] == "CANCELLED"
+    # the failed node's run is the orchestrator's error, so it was submitted again, and ran
+    assert f"{second}: error: its node failed" in out and "submitting it again" in out
+    assert recorded[second]["outcome"] == "ok" and recorded[second]["slurm"]["job_id"] != jobs[second]
+    assert recorded[third]["outcome"] == "ok"
+    assert resumed.returncode == 1  # one run (the cancelled one) did not finish ok
+    assert dlbench("verify", results, env=cluster).returncode == 0
+    again = dlbench("run", "--resume", results, env=cluster, timeout=300)
+    assert "Nothing to resume" in again.stdout  # nothing is ever submitted twice
+    assert not our_containers(docker_client, tmp_path / "results")
+
+
+def test_sigterm_on_an_attached_run_cancels_its_jobs_and_resume_finishes_them(cluster, docker_client, tmp_path):
+    path = suite(tmp_path, MEDIUM, MEDIUM, "", slurm="max_jobs: 2")
+    proc = subprocess.Popen([*DLBENCH, "run", str(path), "--backend", "slurm"], cwd=REPO_ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **cluster})
+    try:
+        results = wait_for("a results directory", lambda: next((tmp_path / "results").glob("*/slurm/jobs.json"),
+                                                              None)).parent.parent
+        wait_for("a run started", lambda: any(node_record(results, r).get("phase") == "running"
+                                              for r in jobs_of(results)))
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "Interrupted: cancelled 3 job(s)" in out, out[-3000:] + err[-2000:]
+    jobs = jobs_of(results)
+    assert all(job_state(job) in ("CANCELLED", "") for job in jobs.values())  # none left queued or running
+    recorded = {run_id: r["record"] for run_id, r in runs(results).items()}
+    assert all(r["outcome"] == "error" and "interrupted" in r["message"] for r in recorded.values()), recorded
+    assert not our_containers(docker_client, tmp_path / "results")
+    resumed = dlbench("run", "--resume", results, env=cluster, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    assert all(r["record"]["outcome"] == "ok" for r in runs(results).values())

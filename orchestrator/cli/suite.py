@@ -120,24 +120,24 @@ def cmd_status(args) -> int:
     counts: dict[str, int] = {}
     for run in suite.runs:
         outcome, job = recorded_outcome(results, run.run_id), jobs.get(run.run_id)
-        if outcome is not None and outcome != "error" or outcome and not job:
-            state = f"done: {outcome}"
-        elif job is not None and job.state in _WAITING:
-            state = _WAITING[job.state]
+        if outcome is not None and (outcome != "error" or job is None or job.state not in _WAITING):
+            state, kind = f"done: {outcome}", "done"
         elif job is not None:
-            state = f"ended ({job.state}), not gathered"
+            kind = _WAITING.get(job.state, "ended")
+            state = kind if kind != "ended" else f"ended ({job.state}), not gathered"
         else:
-            state = "not started"
-        counts[state.split(":")[0].split(" (")[0]] = counts.get(state.split(":")[0].split(" (")[0], 0) + 1
+            state = kind = "not started"
+        counts[kind] = counts.get(kind, 0) + 1
         rows.append((run.run_id, state, (job.node if job else None) or "-",
                      job.job_id if job else "-", (job.detail if job else None) or ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     say(f"{path}: suite {suite.name}, {len(suite.runs)} run(s) on the {backend_name} backend")
     for row in rows:
         say("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    say(", ".join(f"{count} {state}" for state, count in counts.items()))
-    if counts.get("ended") or counts.get("not started") or (counts.get("done") and len(counts) == 1
-                                                            and not (path / "MANIFEST.sha256").exists()):
+    say(", ".join(f"{count} {kind}" for kind, count in counts.items()))
+    sealed = (path / "MANIFEST.sha256").exists()
+    again = any(row[1] == "done: error" for row in rows)  # the orchestrator's trouble: resumed
+    if again or counts.get("ended") or counts.get("not started") or (set(counts) == {"done"} and not sealed):
         say(f"Gather, submit what is left and seal the report: dlbench run --resume {path}")
     return 0
 

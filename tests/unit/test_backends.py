@@ -28,8 +28,8 @@ RECORD = {"schema_version": 1, "run_id": "r", "outcome": "ok", "started_at": "a"
 
 
 def test_the_shipped_backends_in_order():
-    assert backends.names() == ["docker", "local"]
-    assert backends.backend_help() == "auto (default; Docker if reachable, else local), docker or local"
+    assert backends.names() == ["docker", "local", "slurm"]
+    assert backends.backend_help() == "auto (default; Docker if reachable, else local), docker, local or slurm"
 
 
 @pytest.mark.parametrize("name", backends.names())
@@ -56,25 +56,25 @@ def test_a_registered_backend_is_a_choice_and_a_valid_name_in_the_schemas():
     for kind, document in (("run", {**RECORD, "backend": "fake"}),
                            ("plan", {"suite": "s", "backend": "fake", "runs": []})):
         assert schema_error(kind, {**document, "backend": "docker"}) is None
-        assert schema_error(kind, document) == "backend: 'fake' is not one of ['docker', 'local']"
+        assert schema_error(kind, document) == "backend: 'fake' is not one of ['docker', 'local', 'slurm']"
         with registered(FakeBackend):
             assert schema_error(kind, document) is None
             assert schema_error(kind, {**document, "backend": "nope"}) == \
-                "backend: 'nope' is not one of ['docker', 'local', 'fake']"
-            assert backends.names() == ["docker", "local", "fake"]
+                "backend: 'nope' is not one of ['docker', 'local', 'slurm', 'fake']"
+            assert backends.names() == ["docker", "local", "slurm", "fake"]
             assert backends.backend_help() == \
-                "auto (default; Docker if reachable, else local), docker, local or fake"
+                "auto (default; Docker if reachable, else local), docker, local, slurm or fake"
             with pytest.raises(DlbenchError) as info:
                 backends.select_backend("nope")
-            assert str(info.value) == "--backend/BACKEND: unknown backend 'nope' (use auto, docker, local or fake)"
+            assert str(info.value) == "--backend/BACKEND: unknown backend 'nope' (use auto, docker, local, slurm or fake)"
             assert isinstance(backends.select_backend("fake"), FakeBackend)
-        assert schema_error(kind, document) == "backend: 'fake' is not one of ['docker', 'local']"
+        assert schema_error(kind, document) == "backend: 'fake' is not one of ['docker', 'local', 'slurm']"
 
 
 def test_unknown_backend_message_as_today():
     with pytest.raises(DlbenchError) as info:
         backends.select_backend("nope")
-    assert str(info.value) == "--backend/BACKEND: unknown backend 'nope' (use auto, docker or local)"
+    assert str(info.value) == "--backend/BACKEND: unknown backend 'nope' (use auto, docker, local or slurm)"
 
 
 @pytest.fixture()
@@ -123,12 +123,12 @@ def test_no_build_is_a_capability():
     local = LocalBackend()
     with pytest.raises(DlbenchError) as info:
         backends.use_existing_environments(local)
-    assert str(info.value) == "--no-build applies to the docker backend only"
+    assert str(info.value) == "--no-build applies to the docker or slurm backend only"
     builder = scripted(supports_no_build=True)
     with registered(builder):
         with pytest.raises(DlbenchError) as info:
             backends.use_existing_environments(local)
-        assert str(info.value) == "--no-build applies to the docker or fake backend only"
+        assert str(info.value) == "--no-build applies to the docker, slurm or fake backend only"
         fake = builder()
         backends.use_existing_environments(fake)
         assert fake.build is False

@@ -320,7 +320,7 @@ def test_no_build_on_a_backend_that_builds_nothing(tmp_path, capsys, monkeypatch
     with registered(scripted()):
         code, out, err = dlbench("run", write_suite(tmp_path), "--backend", "fake", "--no-build",
                                  "--results", tmp_path / "results", capsys=capsys)
-    assert (code, out, err) == (2, "", "dlbench: error: --no-build applies to the docker backend only\n")
+    assert (code, out, err) == (2, "", "dlbench: error: --no-build applies to the docker or slurm backend only\n")
     assert not (tmp_path / "results").exists()
 
 

@@ -17,7 +17,6 @@ from orchestrator.results.directory import SCHEDULER_STATES, ResultsDir, classif
 from tests.integration.helpers import write_suite
 
 
-
 @pytest.mark.parametrize("text, minutes", [
     ("30", 30), ("00:30:00", 30), ("1:30", 2), ("2-00:00:00", 2880), ("1-12", 2160),
     ("0:00:01", 1), ("UNLIMITED", None), ("INFINITE", None)])

@@ -243,3 +243,20 @@ def test_sigterm_on_an_attached_run_cancels_its_jobs_and_resume_finishes_them(cl
     resumed = dlbench("run", "--resume", results, env=cluster, timeout=900)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     assert all(r["record"]["outcome"] == "ok" for r in runs(results).values())
+
+
+def test_runtime_local_runs_the_frameworks_virtualenv_on_the_node(cluster, tmp_path):
+    """A node without a container engine: the job runs the local backend's virtualenv (on
+    the shared filesystem: the cache is on this host, which both nodes are)."""
+    path = write_suite(tmp_path, f"name: on-slurm-local\ndefaults: {{{TINY}}}\n"
+                                 "runs:\n  - {framework: pytorch, api: eager, seed: 1}\n"
+                                 "slurm: {partition: debug, poll_seconds: 2, runtime: local}\n")
+    proc = dlbench("run", path, "--backend", "slurm", env=cluster, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    results = only_results_dir(tmp_path / "results")
+    (record,) = (r["record"] for r in runs(results).values())
+    assert record["outcome"] == "ok" and record["environment"]["kind"] == "venv"
+    assert record["resources"]["enforced"] is False  # a virtualenv enforces no cpus or memory
+    assert record["slurm"]["state"] == "COMPLETED" and record["slurm"]["node"] in ("n1", "n2")
+    assert record["data"]["source"] == "DLBENCH_DATA_DIR"
+    assert "image" not in node_record(results, record["run_id"])  # no engine was asked

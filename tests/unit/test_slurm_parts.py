@@ -143,7 +143,7 @@ def test_the_default_time_limit_is_the_timeout_plus_loading_capped_by_the_partit
 
 @pytest.mark.parametrize("block, problem", [
     ("{partition: 'a b'}", "slurm.partition"), ("{time: 0}", "slurm.time"), ("{time: '1 hour'}", "slurm.time"),
-    ("{max_jobs: 0}", "slurm.max_jobs"), ("{runtime: podman}", "slurm.runtime"), ("{poll_seconds: 0.5}",
+    ("{max_jobs: 0}", "slurm.max_jobs"), ("{runtime: apptainer}", "slurm.runtime"), ("{poll_seconds: 0.5}",
                                                                                   "slurm.poll_seconds"),
     ("{partion: debug}", "did you mean 'partition'")])
 def test_a_bad_slurm_block_is_one_line_naming_the_field(tmp_path, block, problem):

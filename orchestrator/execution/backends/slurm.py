@@ -30,6 +30,7 @@ from pathlib import Path
 
 from contract.jsonio import write_json_atomic
 from orchestrator.errors import DlbenchError
+from orchestrator.execution import sysinfo
 from orchestrator.execution.backends import slurm_commands as slurm
 from orchestrator.execution.backends.base import (
     Execution,
@@ -38,7 +39,8 @@ from orchestrator.execution.backends.base import (
     Submission,
     Unavailable,
 )
-from orchestrator.execution.backends.docker import RESULTS_LABEL, DockerBackend, connect
+from orchestrator.execution.backends.docker import CONTAINER_DATA, RESULTS_LABEL, DockerBackend, connect
+from orchestrator.execution.backends.local import LocalBackend
 from orchestrator.execution.backends.slurm_node import JOB_LABEL, NODE_FILE
 from orchestrator.images import store
 from orchestrator.paths import REPO_ROOT, cache_dir
@@ -59,7 +61,9 @@ SHARED_FS_TYPES = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", 
 class SlurmBackend(ScheduledBackend):
     name = "slurm"
     summary = "one Slurm job per run"
-    enforces = DockerBackend.enforces  # the runtime on the nodes is the docker backend's container
+    # as its default runtime enforces (the docker backend's container); runtime local records
+    # in each run.json what it does not enforce
+    enforces = DockerBackend.enforces
     supports_no_build = True
 
     def __init__(self, docker: DockerBackend | None):
@@ -76,20 +80,19 @@ class SlurmBackend(ScheduledBackend):
 
     @property
     def docker(self) -> DockerBackend:
+        """This host's engine, which builds the images and saves them for the nodes."""
         if self._docker is None:
             client, problem = connect()
             if client is None:
-                raise DlbenchError(f"no Docker engine answers here ({problem}); start dockerd")
+                raise DlbenchError(f"the slurm backend's docker runtime needs a Docker engine on this "
+                                   f"host to build the images and save them for the nodes ({problem}); "
+                                   "start dockerd or set DOCKER_HOST, or use slurm.runtime: local")
             self._docker = DockerBackend(client)
         return self._docker
 
     @property
-    def build(self) -> bool:
-        return self.docker.build
-
-    @build.setter
-    def build(self, value: bool) -> None:
-        self.docker.build = value
+    def runtime(self) -> str:
+        return self.settings.get("runtime") or "docker"
 
     @classmethod
     def open(cls) -> SlurmBackend:
@@ -99,12 +102,7 @@ class SlurmBackend(ScheduledBackend):
                               f"{'is' if len(missing) == 1 else 'are'} not on the PATH; install "
                               "Slurm's client commands (Debian: slurm-client) or run where they are",
                               reason="no Slurm commands on the PATH")
-        client, problem = connect()
-        if client is None:
-            raise Unavailable(f"BACKEND=slurm needs a Docker engine on this host to build the images "
-                              f"and save them for the nodes ({problem}); start dockerd or set DOCKER_HOST",
-                              reason=f"no Docker engine to build images for Slurm ({problem})")
-        return cls(DockerBackend(client))
+        return cls(None)
 
     @classmethod
     def observer(cls) -> SlurmBackend:
@@ -115,7 +113,7 @@ class SlurmBackend(ScheduledBackend):
         return cls(None)
 
     def system_info(self) -> dict:
-        return self.docker.system_info()
+        return self.docker.system_info() if self.runtime == "docker" else sysinfo.collect()
 
     # -- preflight: everything Slurm can tell before a job is submitted ----------
     def preflight(self, suite: Suite) -> None:
@@ -139,7 +137,12 @@ class SlurmBackend(ScheduledBackend):
         self._check_names(suite, partition)
         self._check_time(suite, partition)
         self._check_gpus(suite, chosen)
-        self.docker.preflight(suite)
+        if self.runtime == "docker":
+            self.docker.build = self.build
+            self.docker.preflight(suite)
+        elif not self.build:
+            raise DlbenchError("--no-build applies to the docker runtime (images); slurm.runtime: local "
+                               "makes each framework's virtualenv when it is missing")
         self._nodes, self._suite = chosen, suite
 
     def _reach_controller(self) -> None:
@@ -229,8 +232,9 @@ class SlurmBackend(ScheduledBackend):
         nodes = slurm.nodes()
         if all(nodes.get(name, {}).get("NodeHostName") == here for name in self._nodes):
             return  # every node runs on this very machine: it shares everything
-        paths = {"results directory": root, "image store": self.image_store(),
-                 "dlbench checkout": REPO_ROOT, "Python": Path(self.python())}
+        paths = {"results directory": root, "dlbench checkout": REPO_ROOT, "Python": Path(self.python()),
+                 **({"image store": self.image_store()} if self.runtime == "docker" else
+                    {"virtualenvs": LocalBackend().venv_root})}
         for what, path in paths.items():
             kind = filesystem_type(path)
             if kind.split(".")[0] not in {t.split(".")[0] for t in SHARED_FS_TYPES} and \
@@ -249,16 +253,22 @@ class SlurmBackend(ScheduledBackend):
         return self.settings.get("python") or sys.executable
 
     def prepare(self, framework, flavour, progress):
+        if self.runtime == "local":  # a virtualenv in the (shared) cache, as the local backend makes it
+            return LocalBackend().prepare(framework, flavour, progress)
         info = self.docker.prepare(framework, flavour, progress)
         saved = store.save(self.docker.client, info["id"], info.get("tag"), self.image_store(), progress)
         return {**info, "saved": saved}
 
     def dataset_path(self, run: PlannedRun, host_dir: str) -> str:
-        return self.docker.dataset_path(run, host_dir)
+        """The dataset directory as the workload sees it on the node: the container's mount,
+        or the shared directory itself (runtime local)."""
+        return str(host_dir) if self.runtime == "local" else f"{CONTAINER_DATA}/{run.dataset}"
 
     def remove_leftovers(self, results_path: Path) -> list[str]:
         """This host's containers for these results whose job is no longer alive (a node
         that is this host, where SIGKILL left one); the nodes clean their own up."""
+        if self.runtime != "docker":
+            return []
         live = {entry.job_id for entry in slurm.queue(self._array_ids(results_path)).values()
                 if entry.state not in slurm.ENDED}
         removed = []
@@ -479,6 +489,8 @@ class SlurmBackend(ScheduledBackend):
 
     def _remove_job_containers(self, job_id: str) -> None:
         """A job SIGKILLed on a node that is this host leaves its container: removed here."""
+        if self.runtime != "docker":
+            return
         try:
             for container in self.docker.client.containers.list(
                     all=True, filters={"label": f"{JOB_LABEL}={job_id}"}):

@@ -1,6 +1,8 @@
 """What a dlbench Slurm job runs on its node: one run of a suite, in the same locked-down
 container the docker backend starts (same limits, read-only data, network off, non-root),
-on the node's own Docker engine.
+on the node's own Docker engine; or, with `slurm.runtime: local`, in the framework's
+virtualenv as the local backend runs it (on a shared filesystem; nothing enforced but the
+timeout, and run.json says so).
 
     python -m orchestrator.execution.backends.slurm_node RESULTS_DIR TASKS_FILE
 
@@ -30,6 +32,7 @@ from contract.jsonio import write_json_atomic
 from orchestrator.errors import DlbenchError
 from orchestrator.execution.backends.base import Execution
 from orchestrator.execution.backends.docker import RESULTS_LABEL, DockerBackend, connect
+from orchestrator.execution.backends.local import LocalBackend
 from orchestrator.images import store
 from orchestrator.plan.suite import PlannedRun
 from orchestrator.results.directory import RunDir, now_iso
@@ -87,15 +90,17 @@ class Job:
         self.run = PlannedRun(**task["run"])
         self.environment, self.host_data_dir = task["environment"], task["host_data_dir"]
         self.run_dir = RunDir(results / "runs" / self.run.run_id)
-        self.backend: NodeDockerBackend | None = None
+        self.backend: NodeDockerBackend | LocalBackend | None = None
         self.terminated = False
         self.record: dict = {}
 
     def on_sigterm(self, signum, frame) -> None:
         self.terminated = True
-        print(f"dlbench job {self.job_id}: SIGTERM: stopping the run's container", flush=True)
-        if self.backend is not None:
+        print(f"dlbench job {self.job_id}: SIGTERM: stopping the run", flush=True)
+        if isinstance(self.backend, NodeDockerBackend):
             self.backend.terminate()
+        elif self.backend is not None:  # its process group (Slurm signals it too)
+            self.backend.interrupt()
 
     def write(self, **fields) -> None:
         self.record.update(fields)
@@ -111,6 +116,25 @@ class Job:
         print(f"dlbench job {self.job_id}: run {self.run.run_id} on node {node}", flush=True)
 
     def execute(self) -> Execution:
+        if self.host_data_dir is not None and not os.path.isdir(self.host_data_dir):
+            raise DlbenchError(f"node {self.record['node']}: dataset directory {self.host_data_dir} "
+                               "is not there; put the datasets on a filesystem every node shares")
+        gpus = allocated_gpus()
+        if self.run.spec["device"] == "gpu" and gpus:
+            self.run.gpus = list(gpus)  # the ones Slurm gave this job, not those the host saw
+        if self.environment.get("kind") == "venv":
+            self.backend = LocalBackend()
+        else:
+            self.backend = self._docker_backend()
+        if self.terminated:
+            return Execution(None, message="stopped before the run started")
+        self.write(phase="running")
+        return self.backend.execute(self.run, self.run_dir, self.host_data_dir,
+                                    self.environment, on_event=lambda event: None)
+
+    def _docker_backend(self) -> NodeDockerBackend:
+        """The node's engine, holding the run's image (loaded from the store if it lacked
+        it), with no container left of an earlier attempt of this run."""
         client, problem = connect()
         if client is None:
             raise DlbenchError(f"node {self.record['node']}: no Docker engine answers ({problem}); "
@@ -120,21 +144,11 @@ class Job:
         if image["loaded"]:
             print(f"dlbench job {self.job_id}: loaded {image['id'][:19]} from {image['archive']}",
                   flush=True)
-        if self.host_data_dir is not None and not os.path.isdir(self.host_data_dir):
-            raise DlbenchError(f"node {self.record['node']}: dataset directory {self.host_data_dir} "
-                               "is not there; put the datasets on a filesystem every node shares")
-        gpus = allocated_gpus()
-        if self.run.spec["device"] == "gpu" and gpus:
-            self.run.gpus = list(gpus)  # the ones Slurm gave this job, not those the host saw
-        self.backend = NodeDockerBackend(client, self.job_id)
-        for name in self.backend.remove_stale(self.results, self.run.run_id):
+        backend = NodeDockerBackend(client, self.job_id)
+        for name in backend.remove_stale(self.results, self.run.run_id):
             print(f"dlbench job {self.job_id}: removed container {name} of an earlier attempt",
                   flush=True)
-        if self.terminated:
-            return Execution(None, message="stopped before the container started")
-        self.write(phase="running")
-        return self.backend.execute(self.run, self.run_dir, self.host_data_dir,
-                                    self.environment, on_event=lambda event: None)
+        return backend
 
 
 def max_rss_kb() -> int:

@@ -44,15 +44,15 @@ def run_jobs(suite: Suite, backend: ScheduledBackend, results: ResultsDir,
         following.add(run.run_id)
         if run.run_id not in adopted:
             submissions.append(Submission(run, attempt.environment, attempt.host_data_dir))
-    if submissions:
-        backend.submit(results.path, submissions, say)
-    if backend.detach:
-        say(f"Detached: {len(submissions)} run(s) submitted; they go on without this terminal. "
-            f"Follow them: dlbench status {results.path}; gather them into the report: "
-            f"dlbench run --resume {results.path}")
-        return False
     resubmitted: set[str] = set()
     try:
+        if submissions:
+            backend.submit(results.path, submissions, say)
+        if backend.detach:
+            say(f"Detached: {len(submissions)} run(s) submitted; they go on without this terminal. "
+                f"Follow them: dlbench status {results.path}; gather them into the report: "
+                f"dlbench run --resume {results.path}")
+            return False
         for ended in backend.follow(results.path, following, say):
             lost: list[RunAttempt] = []
             for run_id, execution in ended:

@@ -38,7 +38,7 @@ def scontrol(*args: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def slurm_conf() -> str:
+def slurm_conf() -> str | None:
     conf = os.environ.get("SLURM_CONF") or (str(DEFAULT_CONF) if DEFAULT_CONF.exists() else None)
     problem = None
     if conf is None or shutil.which("sbatch") is None:
@@ -203,16 +203,26 @@ def test_detach_status_scancel_node_down_then_resume(cluster, docker_client, tmp
         assert f"dlbench run --resume {results}" in status.stdout
     finally:
         scontrol("update", f"nodename={node_of_second}", "state=resume")
-    resumed = dlbench("run", "--resume", results, env=cluster, timeout=900)
-    out = resumed.stdout
-    assert "re-attaching to the jobs of 3 run(s)" in out, out[-3000:] + resumed.stderr[-2000:]
+    # one resume at a time: a second dlbench, while the first gathers, submits nothing
+    first_resume = subprocess.Popen([*DLBENCH, "run", "--resume", str(results)], cwd=REPO_ROOT, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **cluster})
+    assert first_resume.stdout is not None
+    lines = [first_resume.stdout.readline()]
+    while not lines[-1].startswith("Resuming") and lines[-1]:
+        lines.append(first_resume.stdout.readline())
+    intruder = dlbench("run", "--resume", results, env=cluster, timeout=300)
+    assert intruder.returncode == 2 and "is being written by" in intruder.stderr, intruder.stderr
+    rest, err = first_resume.communicate(timeout=900)
+    out = "".join(lines) + rest
+    assert "re-attaching to the jobs of 3 run(s)" in out, out[-3000:] + err[-2000:]
+    assert out.count("Submitted 1 run(s)") == 1  # the lost run, once: the second dlbench submitted nothing
     recorded = {run_id: r["record"] for run_id, r in runs(results).items()}
     assert recorded[first]["outcome"] == "killed" and recorded[first]["slurm"]["state"] == "CANCELLED"
     # the failed node's run is the orchestrator's error, so it was submitted again, and ran
     assert f"{second}: error: its node failed" in out and "submitting it again" in out
     assert recorded[second]["outcome"] == "ok" and recorded[second]["slurm"]["job_id"] != jobs[second]
     assert recorded[third]["outcome"] == "ok"
-    assert resumed.returncode == 1  # one run (the cancelled one) did not finish ok
+    assert first_resume.returncode == 1  # one run (the cancelled one) did not finish ok
     assert dlbench("verify", results, env=cluster).returncode == 0
     again = dlbench("run", "--resume", results, env=cluster, timeout=300)
     assert "Nothing to resume" in again.stdout  # nothing is ever submitted twice

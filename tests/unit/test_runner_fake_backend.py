@@ -352,3 +352,21 @@ def test_rerun_of_a_bundle_whose_backend_cannot_rerun(tmp_path):
     assert str(info.value) == (f"{first}: ran on the fake backend; rerun needs recorded images "
                                "(the docker backend)")
     assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.usefixtures("quick_report")
+def test_status_of_a_suite_that_stopped_early_on_a_backend_without_jobs(fake, tmp_path, capsys):
+    suite = load_suite(write_suite(tmp_path, runs=3))
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, FakeBackend({"02-pytorch-eager": "interrupt"}), tmp_path / "results",
+                  say=lambda line: None)
+    [results] = (tmp_path / "results").iterdir()
+    shutil.rmtree(results / "runs" / "03-pytorch-eager", ignore_errors=True)
+    code, out, err = dlbench("status", results, capsys=capsys)
+    assert (code, err) == (0, ""), err
+    rows = {line.split()[0]: line for line in out.splitlines()[2:5]}
+    assert "done: ok" in rows["01-pytorch-eager"]
+    assert "done: error" in rows["02-pytorch-eager"]  # interrupted: --resume runs it again
+    assert "not started" in rows["03-pytorch-eager"]
+    assert out.splitlines()[-2:] == ["2 done, 1 not started",
+                                     f"Gather, submit what is left and seal the report: dlbench run --resume {results}"]

@@ -408,7 +408,9 @@ class SlurmBackend(ScheduledBackend):
             jobs = self._jobs(results_path)["runs"]
             wanted = {run_id: jobs[run_id] for run_id in sorted(run_ids) if run_id in jobs}
             queued = slurm.queue({job["job_id"].split("_")[0] for job in wanted.values()})
-            ended = []
+            ended = [(run_id, Execution(None, interrupted=True, message="interrupted before its job "
+                                                                      "was submitted"))
+                     for run_id in sorted(run_ids) if run_id not in jobs]
             for run_id, job in wanted.items():
                 entry = queued.get(job["job_id"])
                 if entry is not None and entry.state not in slurm.ENDED:

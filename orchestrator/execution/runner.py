@@ -4,7 +4,8 @@ Checks that can fail fast (datasets and their checksums, GPU access, free space)
 before anything is created; the directory is locked against a second writer from its
 creation on (orchestrator.results.lock); each run's outcome is written as soon as it ends,
 so an interruption (Ctrl-C, SIGTERM, a lost engine, a full disk) keeps them, and
-`dlbench run --resume` (resume.py) finishes the rest.
+`dlbench run --resume` (resume.py) finishes the rest. A direct backend's runs run here one
+after the other; a scheduled backend's are submitted as jobs and followed (scheduled.py).
 """
 from __future__ import annotations
 
@@ -148,10 +149,9 @@ def _run_each(suite: Suite, backend: DirectBackend, results: ResultsDir, todo: l
     for run in todo:
         say(f"[{suite.runs.index(run) + 1}/{len(suite.runs)}] {run.run_id}: "
             f"{run.framework}/{run.api} on {run.spec['device']} ({backend.name})")
-        mounted = data.get(run.dataset)
-        outcome = _run_one(run, backend, results, str(mounted.directory) if mounted else None,
+        outcome = _run_one(run, backend, results, _mounted(data, run),
                            environments.get(f"{run.framework}/{run.flavour}", {}), say,
-                           data_record=_data_record(run, mounted))
+                           data_record=_data_record(run, data.get(run.dataset)))
         say(f"    -> {outcome}")
 
 
@@ -191,7 +191,9 @@ def _record_environments(results: ResultsDir, environments: dict[str, dict]) -> 
 
 def _prepare_environments(runs: list[PlannedRun], backend: Backend, say) -> dict[str, dict]:
     environments: dict[str, dict] = {}
-    host_gpus = sysinfo.gpus() if any(r.flavour != "cpu" for r in runs) else []  # NVML once
+    # NVML once; a scheduler's runs use its nodes' GPUs, which this host cannot judge
+    here = isinstance(backend, DirectBackend) and any(r.flavour != "cpu" for r in runs)
+    host_gpus = sysinfo.gpus() if here else []
     for run in runs:
         key = f"{run.framework}/{run.flavour}"
         if key in environments:

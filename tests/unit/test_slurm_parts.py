@@ -152,3 +152,24 @@ def test_a_bad_slurm_block_is_one_line_naming_the_field(tmp_path, block, problem
     path = write_suite(tmp_path, f"name: s\nruns:\n  - {{framework: pytorch, api: eager}}\nslurm: {block}\n")
     with pytest.raises(DlbenchError, match=problem.replace("(", r"\(")):
         load_suite(path)
+
+
+def test_a_gpu_jobs_container_gets_the_gpus_slurm_allocated_nvidia_gpu_faked_by_env(tmp_path, monkeypatch):
+    """No GPU here: Slurm's allocation is its environment variable, set by hand; what is
+    checked is that the container asks the engine for exactly those GPUs."""
+    from orchestrator.execution.backends.slurm_node import NodeDockerBackend, allocated_gpus
+    from orchestrator.results.directory import RunDir
+
+    monkeypatch.setenv("SLURM_JOB_GPUS", "2,3")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert allocated_gpus() == [2, 3]
+    suite = load_suite(write_suite(tmp_path, "name: s\nruns:\n  - {framework: pytorch, api: eager, device: gpu, "
+                                             "synthetic: true}\n"), target=Target.this_host(runs_here=False))
+    run = suite.runs[0]
+    run.gpus = allocated_gpus()
+    backend = NodeDockerBackend(None, "12_0")
+    run_dir = RunDir(tmp_path / "results" / "runs" / run.run_id)
+    config = backend.container_config(run, run_dir, None, {"id": "sha256:abc", "tag": "t"})
+    (request,) = config["device_requests"]
+    assert request["DeviceIDs"] == ["2", "3"]
+    assert config["labels"]["org.dlbench.slurm-job"] == "12_0"

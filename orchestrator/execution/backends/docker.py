@@ -146,16 +146,20 @@ class DockerBackend(DirectBackend):
 
     # -- preflight ----------------------------------------------------------
     def preflight(self, suite: Suite) -> None:
-        if self.build:
-            self.check_can_build()
-        else:  # --no-build: a missing image is known before anything runs
-            for framework, flavour in sorted({(r.framework, r.flavour) for r in suite.runs}):
-                images.require_image(self.client, framework, flavour)
+        self.preflight_images(suite)
         if "gpu" in suite.devices:
             self.check_gpus(suite)
             for gpus in sorted({tuple(run.gpus or ()) for run in suite.runs if run.spec["device"] == "gpu"},
                                key=str):
                 self.check_gpu(list(gpus) or None)
+
+    def preflight_images(self, suite: Suite) -> None:
+        """The suite's images can be built here, or (--no-build) are here already."""
+        if self.build:
+            self.check_can_build()
+        else:  # --no-build: a missing image is known before anything runs
+            for framework, flavour in sorted({(r.framework, r.flavour) for r in suite.runs}):
+                images.require_image(self.client, framework, flavour)
 
     def check_gpu(self, gpus: list | None = None) -> None:
         """Start a throw-away container asking for GPUs (`gpus`, else all): the engine itself

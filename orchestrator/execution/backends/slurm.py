@@ -137,9 +137,9 @@ class SlurmBackend(ScheduledBackend):
         self._check_names(suite, partition)
         self._check_time(suite, partition)
         self._check_gpus(suite, chosen)
-        if self.runtime == "docker":
+        if self.runtime == "docker":  # the images, on this host; the GPUs are the nodes' (above)
             self.docker.build = self.build
-            self.docker.preflight(suite)
+            self.docker.preflight_images(suite)
         elif not self.build:
             raise DlbenchError("--no-build applies to the docker runtime (images); slurm.runtime: local "
                                "makes each framework's virtualenv when it is missing")

@@ -64,6 +64,7 @@ class Host:
     engine_info: dict = field(default_factory=dict)
     gpus: list[dict] = field(default_factory=list)  # system.json's GPU entries (NVML)
     uv: str | None = None              # the local backend's installer
+    slurm: str | None = None           # None: no Slurm commands here; "": its controller answers; else why not
 
     @classmethod
     def probe(cls) -> Host:
@@ -81,7 +82,7 @@ class Host:
             uv: str | None = uv_binary()
         except DlbenchError:
             uv = None
-        return cls(client, problem, info, sysinfo.gpus(), uv)
+        return cls(client, problem, info, sysinfo.gpus(), uv, _slurm_probe())
 
 
 def run_checks(needs: Needs, host: Host, results: Path | None = None) -> list[Check]:
@@ -117,6 +118,28 @@ def _local_backend(needs: Needs, host: Host, _results: Path) -> list[Check]:
                                 "(--backend local, or when Docker is unreachable)")]
     return [Check(name, WARN if host.client else FAIL, "uv not found: no local backend",
                   "make setup (uv is installed with dlbench)")]
+
+
+def _slurm_probe() -> str | None:
+    from orchestrator.execution.backends import slurm_commands
+
+    if slurm_commands.missing_commands():
+        return None
+    problem = slurm_commands.controller_problem()
+    if problem and slurm_commands.munge_problem():
+        return f"munge is not running here ({slurm_commands.munge_problem()})"
+    return problem or ""
+
+
+def _slurm(needs: Needs, host: Host, _results: Path) -> list[Check]:
+    name = "Slurm (--backend slurm)"
+    if host.slurm is None:
+        return [Check(name, SKIP, "no Slurm client commands here (only --backend slurm needs them)")]
+    conf = os.environ.get("SLURM_CONF") or "the default slurm.conf"
+    if host.slurm == "":
+        return [Check(name, OK, f"the controller answers ({conf})")]
+    return [Check(name, WARN, host.slurm, "start munged and slurmctld, or set SLURM_CONF to the "
+                                          "cluster's slurm.conf (only --backend slurm needs them)")]
 
 
 def _nvidia_runtime(needs: Needs, host: Host, _results: Path) -> list[Check]:
@@ -351,7 +374,7 @@ def _build_command(images: list[str]) -> str:
 
 
 _CHECKS: tuple[tuple[str, Callable[[Needs, Host, Path], list[Check]]], ...] = (
-    ("Docker engine", _engine), ("local backend", _local_backend),
+    ("Docker engine", _engine), ("local backend", _local_backend), ("Slurm", _slurm),
     ("NVIDIA container runtime", _nvidia_runtime), ("NVIDIA driver", _nvidia_driver),
     ("driver vs cuda images", _driver_vs_images), ("GPU architecture vs cuda images", _arch_vs_images),
     ("datasets", _datasets), ("free disk", _disk), ("base image", _base_image),

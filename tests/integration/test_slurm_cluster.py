@@ -270,3 +270,23 @@ def test_runtime_local_runs_the_frameworks_virtualenv_on_the_node(cluster, tmp_p
     assert record["slurm"]["state"] == "COMPLETED" and record["slurm"]["node"] in ("n1", "n2")
     assert record["data"]["source"] == "DLBENCH_DATA_DIR"
     assert "image" not in node_record(results, record["run_id"])  # no engine was asked
+
+
+def test_a_job_submitted_but_never_recorded_is_found_by_its_name_not_submitted_again(cluster, tmp_path):
+    """dlbench stopped between sbatch and writing the job's ID down (jobs.json holds the
+    submission under its name only): the resume finds the job by name and follows it."""
+    path = suite(tmp_path, "")
+    proc = dlbench("run", path, "--backend", "slurm", "--detach", env=cluster, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    results = only_results_dir(tmp_path / "results")
+    jobs_file = results / "slurm" / "jobs.json"
+    jobs = json.loads(jobs_file.read_text())
+    (array,) = jobs["arrays"].values()
+    submitted = array["job_id"]
+    array["job_id"], jobs["runs"] = None, {}
+    jobs_file.write_text(json.dumps(jobs))
+    resumed = dlbench("run", "--resume", results, env=cluster, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    assert "re-attaching to the jobs of 1 run(s)" in resumed.stdout and "Submitted" not in resumed.stdout
+    (record,) = (r["record"] for r in runs(results).values())
+    assert record["outcome"] == "ok" and record["slurm"]["job_id"] == f"{submitted}_0"

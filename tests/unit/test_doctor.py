@@ -174,3 +174,12 @@ def test_format_table_gives_every_problem_its_fix():
         doctor.Check("longer name", doctor.FAIL, "broken", "mend it")])
     assert lines[1].split() == ["a", "ok", "fine"] and "never shown" not in "\n".join(lines)
     assert lines[3].strip() == "-> mend it"
+
+
+@pytest.mark.parametrize("slurm, status", [(None, "skip"), ("", "ok"),
+                                           ("munge is not running here (Failed to access socket)", "warn")])
+def test_the_slurm_line_says_whether_the_controller_answers_and_never_fails_a_host(slurm, status):
+    checks = by_name(doctor.run_checks(doctor.Needs(), doctor.Host(uv="/usr/bin/uv", slurm=slurm)))
+    assert checks["Slurm (--backend slurm)"].status == status
+    if slurm:
+        assert checks["Slurm (--backend slurm)"].detail == slurm

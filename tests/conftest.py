@@ -93,3 +93,41 @@ def no_nvidia_driver():
         return
     pynvml.nvmlShutdown()
     pytest.skip("an NVIDIA driver answers here: the no-GPU path cannot be shown")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A real registry (Debian's docker-registry, the CNCF distribution) on a free port of
+    127.0.0.1, which the engine may use without TLS; its address."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        if _in_ci():
+            pytest.fail("docker-registry not installed; CI=true requires it (.ci/run installs it)")
+        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = tmp_path_factory.mktemp("registry")
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {root}/data}}\n"
+                      f"  delete: {{enabled: true}}\nhttp: {{addr: '127.0.0.1:{port}'}}\n")
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=open(root / "registry.log", "wb"))
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"docker-registry did not answer: {(root / 'registry.log').read_text()[-500:]}")
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -62,6 +62,8 @@ def cmd_run(args) -> int:
         use_existing_environments(backend)
     if args.detach:
         detach(backend)
+    if args.registry:
+        use_registry(suite, backend, args.registry)
     if args.resume:
         results = resume_suite(ResultsDir(Path(args.resume)), suite, backend, say=say)
     else:
@@ -93,6 +95,19 @@ def detach(backend) -> None:
         raise DlbenchError(f"--detach applies to the {one_of(able)} backend only: the "
                            f"{backend.name} backend runs each run itself, here")
     backend.detach = True
+
+
+def use_registry(suite, backend, address: str) -> None:
+    """--registry: images reach the slurm backend's nodes through this registry (recorded
+    in plan.json's slurm block, so a resume uses it too)."""
+    from orchestrator.images.registry import REGISTRY_RE
+
+    if backend.name != "slurm":
+        raise DlbenchError(f"--registry applies to the slurm backend only: the {backend.name} backend "
+                           "runs the images where they are built")
+    if not REGISTRY_RE.fullmatch(address):
+        raise DlbenchError(f"--registry: {address!r} is not HOST[:PORT][/PREFIX] (e.g. registry.lab:5000)")
+    suite.slurm = {**(suite.slurm or {}), "registry": address}
 
 
 # What `dlbench status` calls a scheduler's job state.
@@ -183,6 +198,9 @@ def add_suite_commands(sub) -> None:
     add_backend_options(p)
     p.add_argument("--synthetic-only", action="store_true", help=SYNTHETIC_ONLY_HELP)
     p.add_argument("--allow-large", action="store_true", help=ALLOW_LARGE_HELP)
+    p.add_argument("--registry", metavar="HOST[:PORT]",
+                   help="slurm backend: push each image to this registry and have the nodes pull it "
+                        "by digest (default: save it to a shared image store)")
     p.add_argument("--detach", action="store_true",
                    help="slurm backend: submit the jobs and return; `dlbench status RESULTS_DIR` "
                         "follows them, `dlbench run --resume RESULTS_DIR` gathers them")

@@ -10,6 +10,7 @@ import docker.errors
 import pytest
 
 from orchestrator.errors import DlbenchError
+from orchestrator.images import registry as reg
 from orchestrator.images import store
 
 
@@ -70,3 +71,27 @@ def test_an_archive_a_node_cannot_read_says_where_it_should_be(docker_client, ti
     docker_client.images.remove(tiny_image.id, force=True)
     with pytest.raises(DlbenchError, match="filesystem every node shares"):
         store.ensure_loaded(docker_client, {**saved, "path": str(tmp_path / "elsewhere.tar")})
+
+
+# -- through a registry (orchestrator.images.registry), a real one -----------------------
+
+def test_pushed_once_and_pulled_by_digest_where_missing(docker_client, tiny_image, registry):
+    pushed = reg.push(docker_client, tiny_image.id, "dlbench-test/store:tiny", registry)
+    assert pushed["reference"].startswith(f"{registry}/dlbench-test/store@sha256:")
+    assert reg.ensure_pulled(docker_client, pushed) == {"id": tiny_image.id, "loaded": False}
+    docker_client.images.remove(tiny_image.id, force=True)  # a node that lacks it
+    pulled = reg.ensure_pulled(docker_client, pushed)
+    assert pulled == {"id": tiny_image.id, "loaded": True, "pulled": pushed["reference"]}
+    assert docker_client.images.get(tiny_image.id).id == tiny_image.id
+
+
+def test_a_digest_of_another_image_is_refused_after_pulling(docker_client, tiny_image, registry):
+    pushed = reg.push(docker_client, tiny_image.id, "dlbench-test/store:tiny", registry)
+    claimed = {**pushed, "id": "sha256:" + "0" * 64}
+    with pytest.raises(DlbenchError, match="it is not image sha256:000000000000"):
+        reg.ensure_pulled(docker_client, claimed)
+
+
+def test_a_registry_that_does_not_answer_is_one_line(docker_client, tiny_image):
+    with pytest.raises(DlbenchError, match="127.0.0.1:9: .*push"):
+        reg.push(docker_client, tiny_image.id, "dlbench-test/store:tiny", "127.0.0.1:9")

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,19 @@ def test_a_job_submitted_but_never_recorded_is_found_by_its_name_not_submitted_a
     assert "re-attaching to the jobs of 1 run(s)" in resumed.stdout and "Submitted" not in resumed.stdout
     (record,) = (r["record"] for r in runs(results).values())
     assert record["outcome"] == "ok" and record["slurm"]["job_id"] == f"{submitted}_0"
+
+
+def test_images_reach_the_nodes_through_a_registry_by_digest(cluster, registry, tmp_path):
+    path = suite(tmp_path, "")
+    proc = dlbench("run", path, "--backend", "slurm", "--registry", registry, env=cluster, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert f"to {registry}/dlbench/chainer:" in proc.stdout  # pushed by the host
+    results = only_results_dir(tmp_path / "results")
+    (task,) = json.loads(next((results / "slurm").glob("tasks-*.json")).read_text())["runs"]
+    pushed = task["environment"]["pushed"]
+    assert pushed["reference"].startswith(f"{registry}/dlbench/chainer@sha256:") and "saved" not in task["environment"]
+    assert json.loads((results / "plan.json").read_text())["slurm"]["registry"] == registry  # a resume uses it too
+    catalog = json.loads(urllib.request.urlopen(f"http://{registry}/v2/_catalog", timeout=30).read())
+    assert "dlbench/chainer" in catalog["repositories"]
+    (record,) = (r["record"] for r in runs(results).values())
+    assert record["outcome"] == "ok" and record["environment"]["id"] == pushed["id"]

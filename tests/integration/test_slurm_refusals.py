@@ -120,3 +120,14 @@ def test_detach_on_a_backend_that_runs_here(tmp_path):
     proc = dlbench("run", path, "--backend", "local", "--detach",
                    env={"DLBENCH_RESULTS": str(tmp_path / "results")})
     assert proc.returncode == 2 and "--detach applies to the slurm backend only" in proc.stderr
+
+
+@pytest.mark.parametrize("backend, address, problem", [
+    ("local", "registry.lab:5000", "--registry applies to the slurm backend only"),
+    ("slurm", "https://registry.lab", "--registry: 'https://registry.lab' is not HOST[:PORT][/PREFIX]")])
+def test_registry_only_where_it_means_something(tmp_path, slurm_conf, backend, address, problem):  # noqa: F811
+    path = write_suite(tmp_path, f"name: refused\ndefaults: {{{TINY}}}\n"
+                                 "runs:\n  - {framework: chainer, api: eager, seed: 1}\n")
+    proc = dlbench("run", path, "--backend", backend, "--registry", address,
+                   env={"DLBENCH_RESULTS": str(tmp_path / "results")})
+    assert proc.returncode == 2 and problem in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr

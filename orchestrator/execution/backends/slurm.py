@@ -42,7 +42,7 @@ from orchestrator.execution.backends.base import (
 from orchestrator.execution.backends.docker import CONTAINER_DATA, RESULTS_LABEL, DockerBackend, connect
 from orchestrator.execution.backends.local import LocalBackend
 from orchestrator.execution.backends.slurm_node import JOB_LABEL, NODE_FILE
-from orchestrator.images import store
+from orchestrator.images import registry, store
 from orchestrator.paths import REPO_ROOT, cache_dir
 from orchestrator.plan.rules import memory_bytes
 from orchestrator.plan.suite import PlannedRun, Suite
@@ -232,9 +232,12 @@ class SlurmBackend(ScheduledBackend):
         nodes = slurm.nodes()
         if all(nodes.get(name, {}).get("NodeHostName") == here for name in self._nodes):
             return  # every node runs on this very machine: it shares everything
-        paths = {"results directory": root, "dlbench checkout": REPO_ROOT, "Python": Path(self.python()),
-                 **({"image store": self.image_store()} if self.runtime == "docker" else
-                    {"virtualenvs": LocalBackend().venv_root})}
+        paths: dict[str, Path] = {"results directory": root, "dlbench checkout": REPO_ROOT,
+                                  "Python": Path(self.python())}
+        if self.runtime == "local":
+            paths["virtualenvs"] = LocalBackend().venv_root
+        elif not self.settings.get("registry"):  # images reach the nodes through the store
+            paths["image store"] = self.image_store()
         for what, path in paths.items():
             kind = filesystem_type(path)
             if kind.split(".")[0] not in {t.split(".")[0] for t in SHARED_FS_TYPES} and \
@@ -256,6 +259,9 @@ class SlurmBackend(ScheduledBackend):
         if self.runtime == "local":  # a virtualenv in the (shared) cache, as the local backend makes it
             return LocalBackend().prepare(framework, flavour, progress)
         info = self.docker.prepare(framework, flavour, progress)
+        if self.settings.get("registry"):
+            return {**info, "pushed": registry.push(self.docker.client, info["id"], info.get("tag"),
+                                                    self.settings["registry"], progress)}
         saved = store.save(self.docker.client, info["id"], info.get("tag"), self.image_store(), progress)
         return {**info, "saved": saved}
 

@@ -33,7 +33,7 @@ from orchestrator.errors import DlbenchError
 from orchestrator.execution.backends.base import Execution
 from orchestrator.execution.backends.docker import RESULTS_LABEL, DockerBackend, connect
 from orchestrator.execution.backends.local import LocalBackend
-from orchestrator.images import store
+from orchestrator.images import registry, store
 from orchestrator.plan.suite import PlannedRun
 from orchestrator.results.directory import RunDir, now_iso
 
@@ -139,11 +139,14 @@ class Job:
         if client is None:
             raise DlbenchError(f"node {self.record['node']}: no Docker engine answers ({problem}); "
                                "the slurm backend's docker runtime needs one on every node")
-        image = store.ensure_loaded(client, self.environment["saved"])
+        if "pushed" in self.environment:  # through a registry, by digest
+            image = registry.ensure_pulled(client, self.environment["pushed"])
+        else:  # through the shared image store
+            image = store.ensure_loaded(client, self.environment["saved"])
         self.write(image=image)
         if image["loaded"]:
-            print(f"dlbench job {self.job_id}: loaded {image['id'][:19]} from {image['archive']}",
-                  flush=True)
+            print(f"dlbench job {self.job_id}: loaded {image['id'][:19]} from "
+                  f"{image.get('archive') or image.get('pulled')}", flush=True)
         backend = NodeDockerBackend(client, self.job_id)
         for name in backend.remove_stale(self.results, self.run.run_id):
             print(f"dlbench job {self.job_id}: removed container {name} of an earlier attempt",

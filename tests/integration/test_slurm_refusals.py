@@ -131,3 +131,18 @@ def test_registry_only_where_it_means_something(tmp_path, slurm_conf, backend, a
     proc = dlbench("run", path, "--backend", backend, "--registry", address,
                    env={"DLBENCH_RESULTS": str(tmp_path / "results")})
     assert proc.returncode == 2 and problem in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_a_submission_slurm_never_saw_is_dropped_so_its_runs_run_again(tmp_path, slurm_conf):  # noqa: F811
+    """jobs.json names a submission whose sbatch never happened (dlbench stopped before it):
+    no job of that name exists, so the submission is forgotten and its runs have no job."""
+    import json
+
+    from orchestrator.execution.backends.slurm import SlurmBackend
+
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "jobs.json").write_text(json.dumps(
+        {"arrays": {"t0": {"name": "dlbench-never-submitted-t0", "job_id": None, "runs": ["01-x"],
+                           "options": [], "submitted_at": "2026-12-01T00:00:00Z"}}, "runs": {}}))
+    assert SlurmBackend(None).recorded_jobs(tmp_path) == set()
+    assert json.loads((tmp_path / "slurm" / "jobs.json").read_text())["arrays"] == {}

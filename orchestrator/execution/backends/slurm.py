@@ -403,6 +403,8 @@ class SlurmBackend(ScheduledBackend):
             found = slurm.job_ids_named(jobs["arrays"][token]["name"])
             if found:
                 self._record_array(jobs, token, found[0])
+            else:  # never submitted (or long forgotten): its runs have no job, so they run again
+                del jobs["arrays"][token]
         if unrecorded:
             self._save_jobs(results_path, jobs)
         return set(jobs["runs"])

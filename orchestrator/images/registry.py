@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from orchestrator.errors import DlbenchError
+from orchestrator.images.store import has_image
 
 # host, host:port or an IPv4 address with a port; optionally a path prefix (host/team)
 REGISTRY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?(/[a-z0-9][a-z0-9._-]*)*")
@@ -51,23 +52,18 @@ def push(client, image_id: str, tag: str | None, registry: str,
 def ensure_pulled(client, pushed: dict) -> dict:
     """Make the node's engine hold the pushed image (pulling it by digest when it lacks it);
     what happened, for the run's record. One-line DlbenchError otherwise."""
-    from docker.errors import APIError, ImageNotFound
+    from docker.errors import APIError
 
     image_id = pushed["id"]
-    try:
-        client.images.get(image_id)
+    if has_image(client, image_id):
         return {"id": image_id, "loaded": False}
-    except ImageNotFound:
-        pass
     ref = pushed["reference"]
     try:
         client.api.pull(ref)
     except APIError as exc:
         raise DlbenchError(f"{ref}: cannot pull it on this node ({exc.explanation or exc}); the "
                            "nodes must reach the registry") from None
-    try:
-        client.images.get(image_id)
-    except ImageNotFound:
+    if not has_image(client, image_id):
         raise DlbenchError(f"{ref}: pulled, but it is not image {image_id[:19]} that the host ran; "
-                           "someone pushed another image under that digest's repository") from None
+                           "someone pushed another image under that digest's repository")
     return {"id": image_id, "loaded": True, "pulled": ref}

@@ -65,6 +65,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def has_image(client, image_id: str) -> bool:
+    """The engine holds this very image (by ID, whatever its tags)."""
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(image_id)
+    except ImageNotFound:
+        return False
+    return True
+
+
 def ensure_loaded(client, saved: dict) -> dict:
     """Make the node's engine hold the saved image (loading the archive when it lacks it);
     what happened, for the run's record. One-line DlbenchError when the archive is not the
@@ -72,11 +83,8 @@ def ensure_loaded(client, saved: dict) -> dict:
     from docker.errors import ImageNotFound
 
     image_id = saved["id"]
-    try:
-        client.images.get(image_id)
+    if has_image(client, image_id):
         return {"id": image_id, "loaded": False}
-    except ImageNotFound:
-        pass
     archive = Path(saved["path"])
     try:
         actual = file_sha256(archive)

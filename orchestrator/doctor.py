@@ -126,9 +126,8 @@ def _slurm_probe() -> str | None:
     if slurm_commands.missing_commands():
         return None
     problem = slurm_commands.controller_problem()
-    if problem and slurm_commands.munge_problem():
-        return f"munge is not running here ({slurm_commands.munge_problem()})"
-    return problem or ""
+    munge = slurm_commands.munge_problem() if problem else None
+    return f"munge is not running here ({munge})" if munge else problem or ""
 
 
 def _slurm(needs: Needs, host: Host, _results: Path) -> list[Check]:

@@ -10,6 +10,8 @@ base_image:    tag of the base for image builds: $DLBENCH_BASE_IMAGE when set, e
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,26 @@ def registry(tmp_path_factory):
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=30)
+
+
+SLURM_DEFAULT_CONF = Path("/var/tmp/dlbench-slurm/slurm.conf")  # where tests/slurm/cluster-up.sh puts it
+
+
+@pytest.fixture(scope="session")
+def slurm_conf() -> str | None:
+    """The test cluster's slurm.conf ($SLURM_CONF, else where cluster-up.sh writes it), once
+    its controller answers; else a skip, or under CI a failure."""
+    conf = os.environ.get("SLURM_CONF") or (str(SLURM_DEFAULT_CONF) if SLURM_DEFAULT_CONF.exists() else None)
+    problem = None
+    if conf is None or shutil.which("sbatch") is None:
+        problem = "no Slurm cluster here (tests/slurm/cluster-up.sh starts one, as root)"
+    else:
+        os.environ["SLURM_CONF"] = conf
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+        if " is UP" not in ping.stdout:
+            problem = f"the test cluster's controller does not answer ({ping.stdout.strip() or ping.stderr.strip()})"
+    if problem:
+        if _in_ci():
+            pytest.fail(f"{problem}; CI=true requires it (.ci/run starts it)")
+        pytest.skip(problem)
+    return conf

@@ -20,8 +20,6 @@ import pytest
 from orchestrator.paths import REPO_ROOT
 from tests.integration.helpers import DLBENCH, dlbench, only_results_dir, runs, write_suite
 
-CLUSTER_UP = REPO_ROOT / "tests" / "slurm" / "cluster-up.sh"
-DEFAULT_CONF = Path("/var/tmp/dlbench-slurm/slurm.conf")
 # Chainer: the smallest image, a run of a few seconds on real MNIST (mounted read-only).
 TINY = ("dataset: mnist, train_split: test, train_limit: 256, "
         "test_limit: 256, warmup_steps: 1, resources: {cpus: 1, memory: 1g}")
@@ -30,30 +28,8 @@ MEDIUM = "epochs: 12, train_limit: 1024"
 LONG = "epochs: 500, train_limit: 2048"   # minutes: only a limit or a cancel ends it
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
 def scontrol(*args: str) -> str:
     return subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60).stdout
-
-
-@pytest.fixture(scope="session")
-def slurm_conf() -> str | None:
-    conf = os.environ.get("SLURM_CONF") or (str(DEFAULT_CONF) if DEFAULT_CONF.exists() else None)
-    problem = None
-    if conf is None or shutil.which("sbatch") is None:
-        problem = "no Slurm cluster here (tests/slurm/cluster-up.sh starts one, as root)"
-    else:
-        os.environ["SLURM_CONF"] = conf
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
-        if " is UP" not in ping.stdout:
-            problem = f"the test cluster's controller does not answer ({ping.stdout.strip() or ping.stderr.strip()})"
-    if problem:
-        if _in_ci():
-            pytest.fail(f"{problem}; CI=true requires it (.ci/run starts it)")
-        pytest.skip(problem)
-    return conf
 
 
 @pytest.fixture()

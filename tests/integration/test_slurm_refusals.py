@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.helpers import dlbench, write_suite
-from tests.integration.test_slurm_cluster import slurm_conf  # noqa: F401 - the fixture
 
 TINY = ("synthetic: true, train_limit: 64, test_limit: 64, batch_size: 32, "
         "resources: {cpus: 1, memory: 1g}")
@@ -41,7 +41,7 @@ def no_new_jobs(before: str) -> None:
 
 
 @pytest.fixture()
-def queue_before(slurm_conf):  # noqa: F811 - the fixture imported above
+def queue_before(slurm_conf):
     return subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True,
                           text=True, timeout=60).stdout
 
@@ -80,21 +80,21 @@ def test_time_beyond_the_partition_limit(tmp_path, queue_before):
     assert "slurm.time: 90 min per run is more than partition debug's MaxTime (00:30:00)" in line
 
 
-def test_no_slurm_commands_on_the_path(tmp_path, slurm_conf):  # noqa: F811
+def test_no_slurm_commands_on_the_path(tmp_path, slurm_conf):
     empty = tmp_path / "bin"
     empty.mkdir()
     line = refused(tmp_path, "partition: debug", env={"PATH": str(empty)})
     assert "sbatch, squeue, scontrol, scancel, sinfo are not on the PATH" in line
 
 
-def test_controller_unreachable(tmp_path, slurm_conf):  # noqa: F811
+def test_controller_unreachable(tmp_path, slurm_conf):
     conf = tmp_path / "slurm.conf"  # the same cluster, with its controller on a port nobody serves
     conf.write_text(Path(slurm_conf).read_text() + "SlurmctldPort=6899\n")
     line = refused(tmp_path, "partition: debug", env={"SLURM_CONF": str(conf)})
     assert line.startswith("dlbench: error: the Slurm controller does not answer") and "SLURM_CONF" in line
 
 
-def test_munge_not_running(tmp_path, slurm_conf):  # noqa: F811
+def test_munge_not_running(tmp_path, slurm_conf):
     """munged stopped for real, then started again (the cluster needs it for every request)."""
     if os.geteuid() != 0 or shutil.which("munged") is None:
         reason = "stopping and starting munged needs root"
@@ -113,6 +113,12 @@ def test_munge_not_running(tmp_path, slurm_conf):  # noqa: F811
         shutil.chown("/run/munge", "munge", "munge")
         subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True, timeout=60)
     assert subprocess.run(["munge", "-n"], capture_output=True, timeout=10).returncode == 0
+    for _ in range(60):  # the daemons talk again before the next test submits anything
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%t"], capture_output=True,
+                               text=True, timeout=60).stdout.split()
+        if nodes and all(state == "idle" for state in nodes):
+            break
+        time.sleep(1)
 
 
 def test_detach_on_a_backend_that_runs_here(tmp_path):
@@ -125,7 +131,7 @@ def test_detach_on_a_backend_that_runs_here(tmp_path):
 @pytest.mark.parametrize("backend, address, problem", [
     ("local", "registry.lab:5000", "--registry applies to the slurm backend only"),
     ("slurm", "https://registry.lab", "--registry: 'https://registry.lab' is not HOST[:PORT][/PREFIX]")])
-def test_registry_only_where_it_means_something(tmp_path, slurm_conf, backend, address, problem):  # noqa: F811
+def test_registry_only_where_it_means_something(tmp_path, slurm_conf, backend, address, problem):
     path = write_suite(tmp_path, f"name: refused\ndefaults: {{{TINY}}}\n"
                                  "runs:\n  - {framework: chainer, api: eager, seed: 1}\n")
     proc = dlbench("run", path, "--backend", backend, "--registry", address,
@@ -133,7 +139,7 @@ def test_registry_only_where_it_means_something(tmp_path, slurm_conf, backend, a
     assert proc.returncode == 2 and problem in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
 
 
-def test_a_submission_slurm_never_saw_is_dropped_so_its_runs_run_again(tmp_path, slurm_conf):  # noqa: F811
+def test_a_submission_slurm_never_saw_is_dropped_so_its_runs_run_again(tmp_path, slurm_conf):
     """jobs.json names a submission whose sbatch never happened (dlbench stopped before it):
     no job of that name exists, so the submission is forgotten and its runs have no job."""
     import json

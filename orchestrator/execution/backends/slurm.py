@@ -240,8 +240,7 @@ class SlurmBackend(ScheduledBackend):
             paths["image store"] = self.image_store()
         for what, path in paths.items():
             kind = filesystem_type(path)
-            if kind.split(".")[0] not in {t.split(".")[0] for t in SHARED_FS_TYPES} and \
-                    kind not in SHARED_FS_TYPES:
+            if kind not in SHARED_FS_TYPES:
                 raise DlbenchError(
                     f"{path}: the {what} is on a {kind} filesystem, which the nodes "
                     f"({', '.join(self._nodes)}) do not share with this host; put it on a shared "

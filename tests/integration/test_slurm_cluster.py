@@ -98,7 +98,7 @@ def job_state(job_id: str) -> str:
 
 
 def test_four_runs_spread_over_both_nodes_and_make_one_verified_bundle(cluster, docker_client, tmp_path):
-    path = suite(tmp_path, "", "", "", "")
+    path = suite(tmp_path, *["epochs: 4"] * 4)  # a few seconds each: long enough for the sampler
     started = time.monotonic()
     proc = dlbench("run", path, "--backend", "slurm", env=cluster, timeout=900)
     wall = time.monotonic() - started
@@ -181,16 +181,19 @@ def test_detach_status_scancel_node_down_then_resume(cluster, docker_client, tmp
     finally:
         scontrol("update", f"nodename={node_of_second}", "state=resume")
     # one resume at a time: a second dlbench, while the first gathers, submits nothing
+    errors = tmp_path / "resume.err"
     first_resume = subprocess.Popen([*DLBENCH, "run", "--resume", str(results)], cwd=REPO_ROOT, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **cluster})
+                                    stdout=subprocess.PIPE, stderr=errors.open("w"), env={**os.environ, **cluster})
     assert first_resume.stdout is not None
     lines = [first_resume.stdout.readline()]
     while not lines[-1].startswith("Resuming") and lines[-1]:
         lines.append(first_resume.stdout.readline())
     intruder = dlbench("run", "--resume", results, env=cluster, timeout=300)
     assert intruder.returncode == 2 and "is being written by" in intruder.stderr, intruder.stderr
-    rest, err = first_resume.communicate(timeout=900)
-    out = "".join(lines) + rest
+    # read on through the same buffered stream (communicate() would skip what it holds already)
+    out = "".join(lines) + first_resume.stdout.read()
+    first_resume.wait(timeout=900)
+    err = errors.read_text()
     assert "re-attaching to the jobs of 3 run(s)" in out, out[-3000:] + err[-2000:]
     assert out.count("Submitted 1 run(s)") == 1  # the lost run, once: the second dlbench submitted nothing
     recorded = {run_id: r["record"] for run_id, r in runs(results).items()}

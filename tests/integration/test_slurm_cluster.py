@@ -98,7 +98,7 @@ def job_state(job_id: str) -> str:
 
 
 def test_four_runs_spread_over_both_nodes_and_make_one_verified_bundle(cluster, docker_client, tmp_path):
-    path = suite(tmp_path, *["epochs: 4"] * 4)  # a few seconds each: long enough for the sampler
+    path = suite(tmp_path, *["epochs: 4, train_limit: 1024"] * 4)  # seconds each: the sampler samples
     started = time.monotonic()
     proc = dlbench("run", path, "--backend", "slurm", env=cluster, timeout=900)
     wall = time.monotonic() - started

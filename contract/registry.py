@@ -105,3 +105,41 @@ def precision_problem(framework: str, api: str, precision: str, device: str) -> 
         return rule
     return (PRECISION_UNSUPPORTED.get((framework, api), {}).get(precision)
             or PRECISION_UNSUPPORTED_ON.get((framework, api), {}).get((precision, device)))
+
+
+# Data-parallel training (a suite's `parallel:`): each framework/API's own standard mechanism,
+# and how its workers are started on a node ("torchrun", or "dlbench": workloads/launcher.py
+# starts one process per worker). A framework/API not listed gets the outcome `unsupported`
+# with the reason below.
+PARALLEL: dict[tuple[str, str], dict[str, str]] = {
+    ("pytorch", "eager"): {"launcher": "torchrun",
+                           "mechanism": "DistributedDataParallel (gloo on CPU, NCCL on GPU)"},
+    ("tensorflow", "eager"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
+    ("tensorflow", "graph"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
+    ("jax", "flax"): {"launcher": "dlbench", "mechanism": "jax.distributed + a data-sharded jit"},
+}
+PARALLEL_UNSUPPORTED: dict[tuple[str, str], str] = {
+    ("chainer", "eager"): "Chainer's data parallelism (ChainerMN) needs MPI and CuPy/NCCL; the "
+                          "image is CPU-only without MPI, and Chainer is in maintenance mode",
+    ("theano", "graph"): "Theano has no data-parallel training API (its multi-GPU 'platoon' "
+                         "was an unmaintained add-on, gone with Theano 1.0)",
+}
+_NOT_BUILT = "not built in dlbench yet"
+PARALLEL_NOT_BUILT: dict[tuple[str, str], str] = {
+    ("tensorflow", "keras"): f"model.fit under MultiWorkerMirroredStrategy: {_NOT_BUILT}",
+    ("tensorflow-legacy", "estimator"): "tf.estimator's distribute_coordinator was removed; "
+                                        "the legacy image runs one process only",
+    ("keras", "jax"): f"keras.distribution.DataParallel across processes: {_NOT_BUILT}",
+    ("keras", "torch"): "Keras 3's distribution API has no torch backend",
+    ("keras", "tensorflow"): "Keras 3's distribution API has no TensorFlow backend",
+    ("mxnet", "gluon"): f"kvstore dist_sync needs MXNet's ps-lite launcher: {_NOT_BUILT}",
+    ("paddle", "dygraph"): f"paddle.distributed.launch: {_NOT_BUILT}",
+}
+
+
+def parallel_problem(framework: str, api: str, world_size: int) -> str | None:
+    """Why framework/api cannot train data-parallel on world_size workers, or None."""
+    pair = (framework, api)
+    if world_size <= 1 or pair in PARALLEL:
+        return None
+    return PARALLEL_UNSUPPORTED.get(pair) or PARALLEL_NOT_BUILT.get(pair) or _NOT_BUILT

@@ -17,7 +17,7 @@ import sys
 from contract.jsonio import write_json_atomic
 from contract.registry import PRECISION_POLICIES
 
-from . import harness
+from . import harness, launcher, parallel
 
 
 def _spec_from_flags(args) -> dict:
@@ -37,12 +37,17 @@ def _spec_from_flags(args) -> dict:
                     "train_split": args.train_split,
                     "train_limit": args.train_limit, "test_limit": args.test_limit},
         "batch_size": args.batch_size, "epochs": args.epochs,
-        "learning_rate": args.learning_rate, "optimizer": "adam", "seed": args.seed,
+        "learning_rate": args.learning_rate, "optimizer": args.optimizer, "seed": args.seed,
         "device": args.device, "precision": args.precision, "warmup_steps": args.warmup_steps,
         "window_steps": args.window_steps,
         "threads": {"intra_op": args.intra_op_threads, "inter_op": args.inter_op_threads},
         "options": dict(_option(o) for o in args.option or []),
     }
+    if args.no_dropout:
+        spec["dropout"] = False
+    if args.workers:
+        spec["parallel"] = {"workers_per_node": args.workers, "nodes": 1, "scaling": args.scaling,
+                            "learning_rate_rule": args.lr_rule}
     return spec
 
 
@@ -70,6 +75,10 @@ def _load_spec_file(path: str) -> dict:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workloads")
     sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="one worker of a parallel run (started by its launcher: "
+                            "`run` itself, torchrun or srun)")
+    worker.add_argument("--spec", required=True, help="the run's spec.json")
+    worker.add_argument("--out", help="the run's directory (default: the spec's)")
     run = sub.add_parser("run", help="train and evaluate one run, write metrics.json")
     run.add_argument("--spec", help="spec.json written by the orchestrator")
     run.add_argument("--out", help="directory for spec.json and metrics.json")
@@ -93,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--warmup-steps", type=int, default=3)
     run.add_argument("--window-steps", type=int, default=20,
                      help="steps per steady-state timing window (default 20)")
+    run.add_argument("--workers", type=int, help="data-parallel worker processes (default 1)")
+    run.add_argument("--scaling", choices=["weak", "strong"], default="weak",
+                     help="weak: --batch-size per worker (default); strong: the global batch")
+    run.add_argument("--lr-rule", choices=["none", "linear", "sqrt"], default="none",
+                     help="learning rate x 1 (default), x workers or x sqrt(workers)")
+    run.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    run.add_argument("--no-dropout", action="store_true", help="dropout rates 0 (correctness checks)")
     run.add_argument("--intra-op-threads", type=int)
     run.add_argument("--inter-op-threads", type=int)
     run.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -101,8 +117,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _worker(args) -> int:
+    """A worker: the rank its launcher gave it (environment), its rank file in --out/ranks."""
+    try:
+        spec = harness.validate_spec(_load_spec_file(args.spec))
+        world = parallel.world_from_env()
+    except (harness.SpecError, parallel.WorldError) as exc:
+        print(f"workloads worker: error: {exc}", file=sys.stderr)
+        return harness.EXIT_USAGE
+    return harness.run(spec, args.out or os.path.dirname(os.path.abspath(args.spec)), world)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "worker":
+        return _worker(args)
     try:
         raw = _load_spec_file(args.spec) if args.spec else _spec_from_flags(args)
         spec = harness.validate_spec(raw)
@@ -119,6 +148,9 @@ def main(argv=None) -> int:
         print(f"workloads: error: {out_dir}: not writable ({exc.strerror}); mount a writable "
               "directory there or pass --out", file=sys.stderr)
         return harness.EXIT_USAGE
+    if harness.world_size(spec) > 1:  # this process launches and watches the workers
+        spec_path = args.spec or os.path.join(out_dir, "spec.json")
+        return launcher.launch(spec, os.path.abspath(spec_path), out_dir)
     return harness.run(spec, out_dir)
 
 

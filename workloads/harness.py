@@ -13,9 +13,11 @@ import importlib
 import os
 import platform
 import resource
+import signal
+import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,14 +25,19 @@ from contract.datasets import model_fits
 from contract.events import format_event
 from contract.hostinfo import cpu_model_name
 from contract.jsonio import write_json_atomic
-from contract.models import ADAM, MODELS, RecurrentSpec
-from contract.registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT, precision_problem
+from contract.models import ADAM, MODELS, ConvNetSpec, RecurrentSpec
+from contract.ranks import merge as merge_ranks
+from contract.ranks import rank_file
+from contract.registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT, PARALLEL, parallel_problem, precision_problem
 from contract.schemas import load_schema
 
 from . import data as data_mod
+from . import parallel as parallel_mod
 from .loc import logical_lines_of_implementation, logical_lines_of_workload
+from .parallel import World
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1          # spec.json
+METRICS_SCHEMA_VERSION = 2  # metrics.json: 2 added `parallel` and hyperparameters.dropout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 
@@ -60,6 +67,7 @@ class StepWindows:
         self.active = False
         self.window_s: list[float] = []
         self._count, self._start = 0, 0.0
+        self.steps_total = 0  # training steps inside the timed epochs
 
     def begin(self) -> None:
         self._count, self._start, self.active = 0, time.perf_counter(), True
@@ -71,6 +79,7 @@ class StepWindows:
         if not self.active:  # warm-up, evaluation, the equivalence check's probes
             return
         self._count += 1
+        self.steps_total += 1
         if self._count == self.steps:
             if sync:
                 self.synchronize()
@@ -86,6 +95,8 @@ class Implementation:
     framework = ""
     api = ""
     data_layout = "NHWC"  # the layout the framework wants its batches in
+    optimizers: tuple[str, ...] = ("adam",)  # spec `optimizer` values the file implements
+    world = World()       # this worker (workloads/parallel.py); set by the harness before configure
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -142,6 +153,14 @@ class Implementation:
     def synchronize(self) -> None:
         """Block until queued device work is done (GPU timings must call this)."""
 
+    def barrier(self) -> None:
+        """Parallel runs: block until every rank gets here (the framework's own collective)."""
+
+    def communication(self) -> dict:
+        """Parallel runs: time in gradient communication over the timed epochs, where the
+        framework exposes it: {"time_s": float | None, "source": what measured it or why not}."""
+        return {"time_s": None, "source": f"not exposed by {self.framework}"}
+
     def device_name(self) -> str:
         return cpu_model_name()
 
@@ -174,9 +193,13 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
+_QUIET = {"events": False}  # ranks other than 0 of a parallel run: rank 0 speaks for the run
+
+
 def emit(event: str, **fields) -> None:
     """One progress line on stdout for the orchestrator (and humans) to follow."""
-    print(format_event(event, **fields), flush=True)
+    if not _QUIET["events"]:
+        print(format_event(event, **fields), flush=True)
 
 
 def validate_spec(spec: dict) -> dict:
@@ -215,7 +238,18 @@ def validate_spec(spec: dict) -> dict:
     full.setdefault("eval_every_epoch", True)
     full.setdefault("options", {})
     full.setdefault("repeat", 0)
+    full.setdefault("dropout", True)
+    if full.get("parallel") is not None:
+        full["parallel"] = {"scaling": "weak", "learning_rate_rule": "none", **full["parallel"]}
+        if full["parallel"]["scaling"] == "strong" and full["batch_size"] % world_size(full):
+            raise SpecError(f"spec field batch_size: strong scaling splits {full['batch_size']} "
+                            f"over {world_size(full)} workers unevenly; give a multiple of it")
     return full
+
+
+def world_size(spec: dict) -> int:
+    parallel = spec.get("parallel")
+    return parallel["workers_per_node"] * parallel["nodes"] if parallel else 1
 
 
 def batch_sizes(n: int, batch_size: int) -> list[int]:
@@ -261,7 +295,7 @@ class Clock:
 
 def _base_metrics(spec: dict, started_at: str) -> dict:
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": METRICS_SCHEMA_VERSION,
         "run_id": spec["run_id"],
         "status": "failed",
         "error": None,
@@ -305,12 +339,22 @@ def process_age_s() -> float | None:
     return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
-def run(spec: dict, out_dir: str) -> int:
-    """Run one spec (already validated); always leaves a metrics.json behind."""
+def run(spec: dict, out_dir: str, world: World | None = None) -> int:
+    """Run one spec (already validated); always leaves a metrics.json behind (a worker of a
+    parallel run: its rank file, which the launcher merges into metrics.json)."""
     startup_s = process_age_s()
+    world = world or World()
     metrics = _base_metrics(spec, now_iso())
     metrics_path = os.path.join(out_dir, "metrics.json")
-    trainer = _Trainer(spec, metrics)
+    if world.parallel:
+        metrics_path = rank_file(out_dir, world.rank)
+        os.makedirs(os.path.dirname(metrics_path), exist_ok=True)
+        _QUIET["events"] = world.rank != 0
+        # the launcher stops the others when one rank fails: record "stopped", not a failure
+        signal.signal(signal.SIGTERM, _stop_requested)
+        metrics["rank"] = {**world.to_dict(), "node": socket.gethostname(), "pid": os.getpid(),
+                           "status": "running"}
+    trainer = _Trainer(spec, metrics, world)
     exit_code = EXIT_FAILED
     try:
         trainer.train_and_evaluate()
@@ -324,6 +368,8 @@ def run(spec: dict, out_dir: str) -> int:
         exit_code = EXIT_UNSUPPORTED
     except KeyboardInterrupt:
         metrics["error"] = "interrupted"
+    except StopRequested:
+        metrics["status"], metrics["error"] = "stopped", "stopped by the launcher (another rank ended)"
     except Exception as exc:  # noqa: BLE001 - every failure must still produce metrics
         impl = trainer.impl
         oom = impl.is_out_of_memory(exc) if impl else isinstance(exc, MemoryError)
@@ -334,6 +380,11 @@ def run(spec: dict, out_dir: str) -> int:
         if impl is not None and oom:  # the peak that did not fit, where the framework knows it
             metrics["memory"] = {**metrics.get("memory", {}), **device_memory(impl)}
     metrics["finished_at"] = now_iso()
+    if world.parallel:  # the launcher merges the ranks and speaks for the run
+        metrics["memory"] = {**metrics.get("memory", {}), "peak_rss_mb": peak_rss_mb()}
+        metrics["rank"]["status"] = metrics["status"]
+        write_json_atomic(metrics_path, metrics)
+        return exit_code
     if metrics["status"] != "ok":
         emit("failed", status=metrics["status"], error=metrics["error"])
     metrics["memory"] = {**metrics.get("memory", {}), "peak_rss_mb": peak_rss_mb()}
@@ -342,6 +393,15 @@ def run(spec: dict, out_dir: str) -> int:
     for line in closing_lines(metrics, metrics_path):  # for a person; the events are for machines
         print(line, flush=True)
     return exit_code
+
+
+class StopRequested(Exception):
+    """SIGTERM in a worker of a parallel run: the launcher is stopping every rank."""
+
+
+def _stop_requested(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process
+    raise StopRequested()
 
 
 def closing_lines(metrics: dict, metrics_path: str) -> list[str]:
@@ -376,15 +436,29 @@ def peak_rss_mb() -> float:
 class _Trainer:
     """Fills `metrics` step by step, so a failure keeps whatever was measured."""
 
-    def __init__(self, spec: dict, metrics: dict):
-        self.spec, self.metrics = spec, metrics
+    def __init__(self, spec: dict, metrics: dict, world: World):
+        self.spec, self.metrics, self.world = spec, metrics, world
         self.impl: Implementation | None = None  # known once the framework file is imported
 
     def train_and_evaluate(self) -> None:
         spec, metrics = self.spec, self.metrics
+        pair = (spec["framework"], spec["api"])
+        problem = parallel_problem(*pair, world_size(spec))
+        if problem:
+            raise Unsupported(f"parallel ({world_size(spec)} workers): {problem}")
+        if world_size(spec) > 1 and self.world.size != world_size(spec):
+            raise RuntimeError(f"the spec asks for {world_size(spec)} workers but this worker's "
+                               f"launcher started {self.world.size}")
+        self.spec_given = spec
+        spec = self.spec = worker_spec(spec, self.world)
+        self.world = parallel_mod.pin_worker(self.world)
+        if "rank" in metrics:
+            metrics["rank"]["cpus"] = list(self.world.cpus)
+        if self.world.parallel and not spec["threads"]["intra_op"]:
+            # a worker owns its pinned CPUs: that many threads, not the machine's count
+            spec["threads"]["intra_op"] = len(self.world.cpus) or None
         apply_thread_env(spec["threads"])
         np.random.seed(spec["seed"])
-        pair = (spec["framework"], spec["api"])
         problem = precision_problem(*pair, spec["precision"], spec["device"])
         if problem:  # known without importing anything
             raise Unsupported(f"precision {spec['precision']} on {spec['device']}: {problem}")
@@ -398,7 +472,11 @@ class _Trainer:
         module = importlib.import_module(module_name)
         import_s = time.perf_counter() - t
         impl: Implementation = module.Implementation(spec)
+        impl.world = self.world
         self.impl = impl
+        if spec["optimizer"] not in impl.optimizers:
+            raise Unsupported(f"optimizer {spec['optimizer']}: {pair[0]}/{pair[1]} implements "
+                              f"{', '.join(impl.optimizers)} only")
         metrics["framework"]["version"] = impl.version()
         # "ease of coding": the lines on this workload's path (workloads/loc.py), and the files
         metrics["lines_of_code"] = logical_lines_of_workload(
@@ -416,22 +494,34 @@ class _Trainer:
         t = time.perf_counter()
         x_train, y_train = data_mod.load(ds, ds["train_split"], ds["train_limit"], spec["seed"])
         x_test, y_test = data_mod.load(ds, "test", ds["test_limit"], spec["seed"])
+        bs, world = spec["batch_size"], self.world
+        if world.parallel:  # this rank's rows of the test set; the train rows change per epoch
+            keep = parallel_mod.shard_order(np.arange(len(x_test)), world, bs)
+            x_test, y_test = x_test[keep], y_test[keep]
         if impl.data_layout == "NCHW" and x_train.ndim == 4:  # images; token ids stay (N, T)
             x_train = np.ascontiguousarray(x_train.transpose(0, 3, 1, 2))
             x_test = np.ascontiguousarray(x_test.transpose(0, 3, 1, 2))
         data_load_s = time.perf_counter() - t
+        n_all = len(x_train)
+        n_train = len(parallel_mod.shard_order(np.arange(n_all), world, bs))  # this rank's rows
         metrics["dataset"] = {"name": ds["name"], "train_split": ds["train_split"],
                               "synthetic": ds["synthetic"],
-                              "train_samples": int(len(x_train)), "test_samples": int(len(x_test)),
+                              "train_samples": int(n_train), "test_samples": int(len(x_test)),
                               "layout": impl.data_layout if x_train.ndim == 4 else "NT"}
-        bs, n_train = spec["batch_size"], len(x_train)
         metrics["hyperparameters"] = {
             "batch_size": bs, "epochs": spec["epochs"], "learning_rate": spec["learning_rate"],
-            "optimizer": spec["optimizer"], "optimizer_params": ADAM, "seed": spec["seed"],
-            "warmup_steps": spec["warmup_steps"], "precision": spec["precision"],
-            "window_steps": spec["window_steps"]}
+            "optimizer": spec["optimizer"], "optimizer_params": ADAM if spec["optimizer"] == "adam" else {},
+            "seed": spec["seed"], "warmup_steps": spec["warmup_steps"], "precision": spec["precision"],
+            "window_steps": spec["window_steps"], "dropout": spec["dropout"]}
+        if "parallel" in spec:
+            metrics["hyperparameters"].update(global_batch_size=bs * world.size,
+                                              base_learning_rate=spec["base_learning_rate"])
+        if world.parallel:
+            metrics["rank"]["dropped_train_samples"] = n_all - n_train * world.size
 
         model_spec = MODELS[spec["workload"]]
+        if not spec["dropout"]:
+            model_spec = without_dropout(model_spec)
         emit("build", workload=model_spec.name)
         clock = Clock(impl)
         params, build_s = clock.time(impl.build, model_spec)
@@ -440,7 +530,12 @@ class _Trainer:
         metrics["precision"] = {"policy": spec["precision"], "environment": precision_env,
                                 "effective": impl.precision_settings()}
 
-        first_step_s, warmup_s, warmed = warm_up(impl, clock, spec, (x_train, y_train), (x_test, y_test))
+        if world.parallel:  # the warm-up sees a rank's epoch: its length, its batches
+            first = parallel_mod.shard_order(np.arange(n_all), world, bs)
+            x_warm, y_warm = x_train[first], y_train[first]
+        else:
+            x_warm, y_warm = x_train, y_train
+        first_step_s, warmup_s, warmed = warm_up(impl, clock, spec, (x_warm, y_warm), (x_test, y_test))
         metrics["warmup"] = warmed
         emit("warmup", first_step_s=round(first_step_s, 4), warmup_s=round(warmup_s, 4))
 
@@ -448,8 +543,10 @@ class _Trainer:
         windows = impl.step_windows
         for epoch in range(1, spec["epochs"] + 1):
             # Same order in every framework: a permutation drawn from the run's seed.
-            order = np.random.default_rng(spec["seed"] + epoch).permutation(n_train)
+            order = np.random.default_rng(spec["seed"] + epoch).permutation(n_all)
+            order = parallel_mod.shard_order(order, world, bs)  # the whole order on one worker
             xe, ye = x_train[order], y_train[order]
+            impl.barrier()  # every rank starts the clock together
             emit("timed", phase="begin", epoch=epoch)  # the host's energy counter brackets these
             (loss, acc), train_s = clock.time(windowed(impl.train_epoch, windows), xe, ye, bs)
             emit("timed", phase="end", epoch=epoch, images=n_train)
@@ -477,7 +574,38 @@ class _Trainer:
         }
         metrics["steady_state"] = steady_state(windows, bs)
         metrics["memory"] = device_memory(impl)
+        if world.parallel:
+            impl.barrier()  # no rank reports before every rank has finished
+            metrics["rank"]["communication"] = impl.communication()
+            metrics["rank"]["mechanism"] = PARALLEL[pair]["mechanism"]
         metrics["status"] = "ok"
+        if "parallel" in spec and not world.parallel:  # the 1-worker run of a scaling series
+            metrics["parallel"] = merge_ranks(self.spec_given, [metrics], metrics, launcher="none",
+                                              hosts=[socket.gethostname()])["parallel"]
+            metrics["parallel"]["mechanism"] = "one process"
+
+
+def worker_spec(spec: dict, world: World) -> dict:
+    """The spec as one worker trains it: the per-worker batch (strong scaling splits the
+    global one) and the learning rate after the suite's rule; the base rate is kept."""
+    spec = {**spec, "threads": dict(spec["threads"]), "base_learning_rate": spec["learning_rate"]}
+    parallel = spec.get("parallel")
+    if not parallel:
+        return spec
+    size = world_size(spec)
+    if parallel["scaling"] == "strong":
+        spec["batch_size"] //= size
+    factor = {"none": 1.0, "linear": float(size), "sqrt": size ** 0.5}[parallel["learning_rate_rule"]]
+    spec["learning_rate"] = spec["learning_rate"] * factor
+    return spec
+
+
+def without_dropout(model):
+    """The model with every dropout rate 0 (spec `dropout: false`): what the parallel
+    correctness check trains, so that N workers' masks cannot differ from one worker's."""
+    if isinstance(model, ConvNetSpec):
+        return replace(model, dropout=0.0, blocks=tuple(replace(b, dropout=0.0) for b in model.blocks))
+    return model
 
 
 def windowed(train_epoch, windows: StepWindows):

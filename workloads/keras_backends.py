@@ -1,6 +1,13 @@
 """Keras 3 standalone on JAX, PyTorch or TensorFlow: model.compile + model.fit, the same
 Sequential as tensorflow_keras.py. One file serves the three APIs: the harness sets
-KERAS_BACKEND (registry.IMPORT_ENVIRONMENT) before this import; Keras reads it on import."""
+KERAS_BACKEND (registry.IMPORT_ENVIRONMENT) before this import; Keras reads it on import.
+
+Data-parallel (self.world.parallel), JAX backend only: jax.distributed.initialize (gloo CPU
+collectives), then keras.distribution.DataParallel over every process' devices, set before
+the model is built, so its variables are replicated and fit's batches are global arrays made
+of each process' own rows (auto_shard_dataset=False: the harness shards). Evaluation and
+logits run a local jit of model.stateless_call on this process' copy of the weights."""
+import contextlib
 import importlib
 import os
 import random
@@ -8,16 +15,31 @@ import random
 import keras
 
 from .harness import Implementation as Base
+from .harness import Unsupported, batches
 from .keras_fit import compiled_sequential, fit_epoch
 from .keras_model import dtype_settings, lstm_options, mixed_policy
-from .xla_threads import cuda_libraries, limit_xla_cpu_threads
+from .xla_threads import cuda_libraries, limit_xla_cpu_threads, start_distributed
 
 BACKEND = keras.config.backend()
 fw = importlib.import_module(BACKEND)  # the backend framework: jax, torch or tensorflow
 
 
+# why each backend other than JAX cannot run data-parallel here (the harness' `unsupported`)
+PARALLEL_UNSUPPORTED = {
+    "torch": "Keras 3's distribution API (keras.distribution) is implemented for the JAX backend "
+             "only, and Keras' torch trainer (model.fit) has no DistributedDataParallel "
+             "integration: Keras' own multi-device torch guide drops fit for a hand-written torch "
+             "loop, which would no longer be the Keras API under test",
+    "tensorflow": "Keras 3's distribution API (keras.distribution) is implemented for the JAX "
+                  "backend only; model.fit under tf.distribute.MultiWorkerMirroredStrategy is "
+                  "not wired into this file (the strategy splits a global batch itself, so "
+                  "pre-sharded per-worker rows need a distributed tf.data pipeline)",
+}
+
+
 class Implementation(Base):
     framework, api, data_layout = "keras", BACKEND, "NHWC"
+    optimizers = ("adam", "sgd")
     device_memory_kind = {
         "jax": "allocator peak: XLA's memory_stats()['peak_bytes_in_use'] (preallocation off)",
         "torch": "allocator peak: torch.cuda.max_memory_allocated (excludes the cache's reserve)",
@@ -28,6 +50,9 @@ class Implementation(Base):
 
     def configure(self):
         threads = self.spec["threads"]
+        self.parallel = getattr(self, "world", None) is not None and self.world.parallel
+        if self.parallel and BACKEND != "jax":
+            raise Unsupported(f"data-parallel keras/{BACKEND}: {PARALLEL_UNSUPPORTED[BACKEND]}")
         # jit_compile when the run does not say (Keras' "auto" still accepted): on for JAX, which
         # only runs jitted; off on torch (torch.compile there), as pytorch/eager's default; off on
         # TensorFlow as in tensorflow/* (Keras' "auto" would turn XLA on with a GPU present)
@@ -46,14 +71,38 @@ class Implementation(Base):
             keras.utils.set_random_seed(self.spec["seed"])
         elif BACKEND == "torch":
             fw.manual_seed(self.spec["seed"])
+        if self.parallel:
+            # every process' devices; variables replicated, batches split along the batch axis
+            devices = keras.distribution.list_devices("gpu" if self.gpu else "cpu")
+            self.distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+            keras.distribution.set_distribution(self.distribution)  # before the model is built
+            options["parallel"] = {
+                "mechanism": "keras.distribution.DataParallel (JAX backend) over "
+                             "jax.distributed.initialize: model.fit's batches are global arrays "
+                             "sharded on the batch axis, variables replicated; gradient "
+                             "all-reduce inserted by XLA's SPMD partitioner",
+                **self.parallel_settings, "devices": len(devices),
+                "devices_per_process": fw.local_device_count()}
         return {"backend": BACKEND, "backend_version": fw.__version__, **options,
                 "keras_version": keras.__version__, "jit_compile": self.jit_compile,
                 **lstm_options(self.model_spec, self.gpu)}
+
+    def device_scope(self):
+        # keras.device("cpu") is jax.devices("cpu")[0]: process 0's device when parallel; the
+        # distribution places everything then
+        return contextlib.nullcontext() if self.parallel else keras.device(self.device)
 
     # Each backend: threads and its own TF32 switch (on for tf32 only); returns the options and
     # the switch as the backend reports it
     def _setup_jax(self, intra, inter, tf32):
         pool = limit_xla_cpu_threads(intra)  # before the first JAX operation starts XLA
+        if self.parallel:
+            # jax.distributed.initialize itself, as keras.distribution.initialize does, without
+            # that wrapper's initialize_rng: with no Keras global seed it agrees on a random one
+            # (a psum) and sets it through keras.utils.set_random_seed, which imports TensorFlow;
+            # here every process seeds Python's random from the spec (configure), so the default
+            # seeds already agree
+            self.parallel_settings = start_distributed(self.world, self.gpu)
         self.gpu_found = fw.default_backend() == "gpu"
         fw.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
         return ({"intra_op_threads": pool, "inter_op_threads": None, "xla_flags": os.environ.get("XLA_FLAGS", "")},
@@ -89,10 +138,35 @@ class Implementation(Base):
                 {"tensor_float_32_execution": fw.config.experimental.tensor_float_32_execution_enabled()})
 
     def build(self, m):
-        with keras.device(self.device):
+        with self.device_scope():
             self.model = compiled_sequential(keras, m, self.spec["seed"],
                                              self.spec["learning_rate"], self.jit_compile)
+            if self.spec.get("optimizer", "adam") == "sgd":  # plain SGD, no momentum
+                self.model.compile(optimizer=keras.optimizers.SGD(self.spec["learning_rate"]),
+                                   loss=self.model.loss, metrics=["accuracy"], jit_compile=self.jit_compile)
+        if self.parallel:
+            self.local_forward = fw.jit(lambda tv, ntv, x: self.model.stateless_call(tv, ntv, x, training=False)[0])
         return self.model.count_params()
+
+    def local_weights(self):
+        """This process' copy of the replicated variables (trainable, non-trainable)."""
+        local = lambda vs: [v.value.addressable_data(0) for v in vs]  # noqa: E731
+        return local(self.model.trainable_variables), local(self.model.non_trainable_variables)
+
+    def _local_evaluate(self, x, y, batch_size):
+        """Local: softmax cross-entropy and accuracy on this process' copy of the weights."""
+        jnp = fw.numpy
+        tv, ntv = self.local_weights()
+        device = fw.local_devices()[0]
+        loss_sum, correct = 0.0, 0
+        for s in batches(len(x), batch_size):
+            logits = self.local_forward(tv, ntv, fw.device_put(x[s], device)).astype(jnp.float32)
+            labels = fw.device_put(y[s].astype("int32"), device)
+            logp = fw.nn.log_softmax(logits)
+            loss_sum = loss_sum - jnp.take_along_axis(logp, labels[:, None], axis=1).sum()
+            correct = correct + (logits.argmax(1) == labels).sum()
+        loss_sum, correct = fw.device_get((loss_sum, correct))
+        return float(loss_sum) / len(x), int(correct) / len(x)
 
     def precision_settings(self):
         return {**self.tf32_settings, "jit_compile": self.model.jit_compile,  # as Keras resolved it
@@ -105,16 +179,32 @@ class Implementation(Base):
             lib: fw.sysconfig.get_build_info().get(f"{lib}_version") for lib in ("cuda", "cudnn")}
 
     def train_epoch(self, x, y, batch_size):
-        with keras.device(self.device):
+        # parallel: fit's loss and accuracy are over the GLOBAL batches (Keras' metrics run
+        # inside the sharded step), the same figure on every rank
+        with self.device_scope():
             return fit_epoch(keras, self.model, x, y, batch_size, self.step_windows)
 
     def evaluate(self, x, y, batch_size):
+        if self.parallel:
+            return self._local_evaluate(x, y, batch_size)
         with keras.device(self.device):
             return self.model.evaluate(x, y, batch_size=batch_size, verbose=0)  # [loss, accuracy]
 
     def logits(self, x):
+        if self.parallel:
+            return fw.device_get(self.local_forward(*self.local_weights(), fw.device_put(x, fw.local_devices()[0])))
         with keras.device(self.device):
             return keras.ops.convert_to_numpy(self.model(x, training=False))
+
+    def barrier(self):
+        if self.parallel:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("dlbench barrier")
+
+    def communication(self):
+        return {"time_s": None,
+                "source": "not exposed by Keras/JAX: the gradient all-reduce is an XLA collective "
+                          "fused into fit's compiled train step; only a profiler trace would time it"}
 
     def synchronize(self):
         # fit/evaluate return host floats, but JAX and torch dispatch GPU work asynchronously

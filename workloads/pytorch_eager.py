@@ -1,6 +1,9 @@
-"""PyTorch, eager training loop (optionally torch.compile)."""
+"""PyTorch, eager training loop (optionally torch.compile); data-parallel: DistributedDataParallel
+in workers started by torchrun (gloo on CPU, NCCL on GPU)."""
+import datetime
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -58,8 +61,13 @@ def _keras_init(model):
             layer.bias_hh_l0.zero_().requires_grad_(False)
 
 
+# A rank that lost its peers raises after this (the launcher stops it long before)
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+
+
 class Implementation(Base):
     framework, api, data_layout = "pytorch", "eager", "NCHW"
+    optimizers = ("adam", "sgd")
 
     def version(self):
         return torch.__version__
@@ -74,12 +82,22 @@ class Implementation(Base):
         if self.gpu and not torch.cuda.is_available():
             raise RuntimeError("device gpu requested but torch.cuda.is_available() is False")
         self.device = torch.device("cuda" if self.gpu else "cpu")
+        if self.gpu and self.world.parallel:  # one GPU per worker, in local rank order
+            self.device = torch.device("cuda", self.world.local_rank)
+            torch.cuda.set_device(self.device)
         torch.backends.cudnn.benchmark = self.gpu
         self._apply_precision()
         options = {"intra_op_threads": torch.get_num_threads(),
                    "inter_op_threads": torch.get_num_interop_threads(),
                    "compile": bool(self.spec["options"].get("compile", False)),
                    "cudnn_benchmark": torch.backends.cudnn.benchmark}
+        if self.world.parallel:  # rendezvous from torchrun's (or srun's) environment
+            backend = "nccl" if self.gpu else "gloo"
+            dist.init_process_group(backend, init_method=f"tcp://{self.world.coordinator}",
+                                    rank=self.world.rank, world_size=self.world.size,
+                                    timeout=COLLECTIVE_TIMEOUT)
+            options["parallel"] = {"mechanism": "DistributedDataParallel", "backend": backend,
+                                   "bucket_cap_mb": 25, "gradient_as_bucket_view": True}
         if isinstance(self.model_spec, RecurrentSpec):
             # nn.LSTM is one fused op: cuDNN's kernel on GPU, oneDNN's on CPU (float32)
             onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
@@ -132,10 +150,21 @@ class Implementation(Base):
         self.model = model.to(self.device)
         _keras_init(self.model)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(
-            trainable, lr=self.spec["learning_rate"],
-            betas=(ADAM["beta_1"], ADAM["beta_2"]), eps=ADAM["epsilon"])
-        self.forward = torch.compile(self.model) if self.spec["options"].get("compile") else self.model
+        if self.spec["optimizer"] == "sgd":
+            self.optimizer = torch.optim.SGD(trainable, lr=self.spec["learning_rate"])
+        else:
+            self.optimizer = torch.optim.Adam(
+                trainable, lr=self.spec["learning_rate"],
+                betas=(ADAM["beta_1"], ADAM["beta_2"]), eps=ADAM["epsilon"])
+        compiled = self.spec["options"].get("compile")
+        self.forward = self.eval_forward = torch.compile(self.model) if compiled else self.model
+        if self.world.parallel:
+            # DDP broadcasts rank 0's weights, then averages gradients across ranks in
+            # buckets during backward; evaluation uses the bare model (no collective)
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.gpu else None,
+                bucket_cap_mb=25, gradient_as_bucket_view=True)
+            self.forward = torch.compile(self.ddp) if compiled else self.ddp
         return sum(p.numel() for p in trainable)
 
     def _tensors(self, x, y, s):
@@ -167,7 +196,7 @@ class Implementation(Base):
         for s in batches(len(x), batch_size):
             xb, yb = self._tensors(x, y, s)
             with self._autocast():
-                logits = self.forward(xb).float()
+                logits = self.eval_forward(xb).float()
             loss_sum += F.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(1) == yb).sum()
         return loss_sum.item() / len(x), correct.item() / len(x)  # one transfer (and wait)
@@ -176,11 +205,24 @@ class Implementation(Base):
     def logits(self, x):
         self.model.eval()
         with self._autocast():
-            return self.forward(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+            return self.eval_forward(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
     def synchronize(self):
         if self.gpu:
             torch.cuda.synchronize()
+
+    def barrier(self):
+        if self.world.parallel:
+            dist.barrier()
+
+    def communication(self):
+        # DDP's reducer times its all-reduces on sampled iterations (the first ten, then
+        # every 100th): their mean times the timed steps estimates the total
+        data = self.ddp._get_ddp_logging_data()
+        mean_ns = data.get("avg_backward_comm_time")
+        return {"time_s": mean_ns * self.step_windows.steps_total / 1e9 if mean_ns else None,
+                "source": "DDP logging data: avg_backward_comm_time (sampled iterations) x "
+                          "timed steps; overlaps backward compute"}
 
     def device_name(self):
         return torch.cuda.get_device_name() if self.gpu else super().device_name()

@@ -27,9 +27,11 @@ AXES = {
     "framework": None, "api": None, "workload": None, "dataset": None, "synthetic": None,
     "batch_size": "bs", "epochs": "e", "learning_rate": "lr",
     "device": None, "precision": None, "intra_op_threads": "t", "inter_op_threads": "it",
+    "workers": "w", "nodes": "n", "scaling": None,
 }
 BOOLEAN_LABELS = {"synthetic": ("real", "synthetic")}  # false, true
 THREAD_KEYS = {"intra_op_threads": "intra_op", "inter_op_threads": "inter_op"}
+PARALLEL_KEYS = {"workers": "workers", "nodes": "nodes", "scaling": "scaling"}  # -> parallel.*
 
 
 @dataclass
@@ -110,7 +112,8 @@ def _framework_api(framework: str, api: str | None) -> str:
 
 def _settings(combo: dict, where: str) -> dict:
     """A combination as run settings (the keys `runs:` entries use)."""
-    settings = {k: v for k, v in combo.items() if k not in THREAD_KEYS and k != "framework"}
+    settings = {k: v for k, v in combo.items()
+                if k not in THREAD_KEYS and k not in PARALLEL_KEYS and k != "framework"}
     if "framework" in combo:
         pair = _framework_api(combo["framework"], combo.get("api"))
         framework, _, api = pair.partition("/")
@@ -123,6 +126,9 @@ def _settings(combo: dict, where: str) -> dict:
     threads = {THREAD_KEYS[k]: v for k, v in combo.items() if k in THREAD_KEYS}
     if threads:
         settings["threads"] = {**combo.get("threads", {}), **threads}
+    parallel = {PARALLEL_KEYS[k]: v for k, v in combo.items() if k in PARALLEL_KEYS}
+    if parallel:
+        settings["parallel"] = {**combo.get("parallel", {}), **parallel}
     return settings
 
 

@@ -232,3 +232,39 @@ def check_gpus(settings: dict, name: Namer) -> None:
             raise DlbenchError(f"{name('gpus', position)}: {entry!r} is given twice "
                                f"(also gpus[{seen[key]}]); list each GPU once")
         seen[key] = position
+
+
+def check_parallel(settings: dict, name: Namer, target: Target) -> list[str]:
+    """`parallel:` against what the run can have: one CPU (or GPU) per worker on a node,
+    a global batch that splits evenly. Errors before anything runs; warning lines for a
+    plan that runs elsewhere."""
+    parallel = settings.get("parallel")
+    if not parallel:
+        return []
+    workers, nodes = parallel["workers"], parallel["nodes"]
+    world = workers * nodes
+    if parallel["scaling"] == "strong" and settings["batch_size"] % world:
+        raise DlbenchError(f"{name('batch_size')}: strong scaling splits the global batch "
+                           f"{settings['batch_size']} over {world} workers unevenly; give a "
+                           f"multiple of {world}")
+    res = settings["resources"]
+    if res.get("cpuset"):
+        cores, where = len(parse_cpuset(res["cpuset"])), f"the cpuset {res['cpuset']}"
+    elif res.get("cpus"):
+        cores, where = int(res["cpus"]), f"cpus: {res['cpus']:g}"
+    else:
+        cores, where = len(target.cpus), "this host" if nodes == 1 else "this host (a node)"
+    if settings["device"] == "gpu":
+        gpus = settings.get("gpus")
+        if gpus is not None and workers > len(gpus):
+            raise DlbenchError(f"{name('parallel', 'workers')}: {workers} workers per node but "
+                               f"{len(gpus)} GPU(s) listed in gpus; one worker per GPU")
+    elif workers > cores:
+        problem = (f"{workers} workers per node but {cores} CPU(s) on {where}: workers would "
+                   "share cores; ask for at most that many workers (or more CPUs)")
+        if target.runs_here and nodes == 1 and not res.get("cpus"):
+            raise DlbenchError(f"{name('parallel', 'workers')}: {problem}")
+        if res.get("cpus") or res.get("cpuset"):
+            raise DlbenchError(f"{name('parallel', 'workers')}: {problem}")
+        return [f"{name('parallel', 'workers')}: {problem} (fine if the nodes have them)"]
+    return []

@@ -51,7 +51,11 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "resources": {"cpus": None, "cpuset": None, "memory": None},
     "gpus": None,                 # NVML indices or GPU UUIDs of a gpu run; None: every GPU
     "options": {},
+    "dropout": True,              # false: dropout rates 0 (the parallel correctness check)
+    "parallel": None,             # data-parallel: {workers, nodes, scaling, learning_rate_rule}
 }
+# What a `parallel:` block gets for the keys it leaves out.
+PARALLEL_DEFAULTS = {"workers": 1, "nodes": 1, "scaling": "weak", "learning_rate_rule": "none"}
 
 
 @dataclass
@@ -67,6 +71,19 @@ class PlannedRun:
     spec: dict = field(repr=False)  # spec.json minus dataset.path, which the backend sets
     monitor_interval: float = BUILTIN_DEFAULTS["monitor_interval"]
     gpus: list[int | str] | None = None  # None: every GPU (plans made before `gpus` have none)
+
+    @property
+    def parallel(self) -> dict | None:
+        """The spec's data-parallel block (workers_per_node, nodes, ...), None for one process."""
+        return self.spec.get("parallel")
+
+    @property
+    def nodes(self) -> int:
+        return self.parallel["nodes"] if self.parallel else 1
+
+    @property
+    def workers_per_node(self) -> int:
+        return self.parallel["workers_per_node"] if self.parallel else 1
 
     @property
     def synthetic(self) -> bool:
@@ -250,6 +267,8 @@ def _expand(data: dict, path: Path, expansion: matrix_mod.Expansion | None, targ
     images: dict | None = None
     for run, where, label in entries:
         settings = _merge(defaults, run)
+        if settings.get("parallel") is not None:
+            settings["parallel"] = {**PARALLEL_DEFAULTS, **settings["parallel"]}
         if "framework" in settings and "api" not in settings and \
                 settings["framework"] not in {f for f, _ in IMPLEMENTATIONS}:
             _check_names({"api": "", **settings}, where)  # an unknown framework is the real problem
@@ -273,7 +292,8 @@ def _check_run(settings: dict, name, target: Target, images: dict) -> list[str]:
     rules.check_options(settings, name)
     rules.check_device(settings, name, images)
     rules.check_gpus(settings, name)
-    return [*rules.check_data_sizes(settings, name), *rules.check_resources(settings, name, target)]
+    return [*rules.check_data_sizes(settings, name), *rules.check_resources(settings, name, target),
+            *rules.check_parallel(settings, name, target)]
 
 
 def _planned_runs(checked: list[tuple[dict, str, str]], path: Path) -> list[PlannedRun]:
@@ -328,6 +348,12 @@ def _spec(run_id: str, s: dict, repeat: int) -> dict:
         "threads": s["threads"], "warmup_steps": s["warmup_steps"], "window_steps": s["window_steps"],
         "eval_every_epoch": s["eval_every_epoch"], "options": s["options"],
         "repeat": repeat,
+        # only where the suite says so: the specs of every earlier suite stay as they were
+        **({"dropout": False} if not s["dropout"] else {}),
+        **({"parallel": {"workers_per_node": s["parallel"]["workers"], "nodes": s["parallel"]["nodes"],
+                         "scaling": s["parallel"]["scaling"],
+                         "learning_rate_rule": s["parallel"]["learning_rate_rule"]}}
+           if s["parallel"] else {}),
     }
 
 
@@ -339,7 +365,9 @@ def format_plan(suite: Suite) -> str:
     for run in suite.runs:
         s = run.spec
         res = ", ".join([*(f"{k}={v}" for k, v in run.resources.items() if v is not None),
-                         *([f"gpus={','.join(map(str, run.gpus))}"] if run.gpus else [])]) or "-"
+                         *([f"gpus={','.join(map(str, run.gpus))}"] if run.gpus else []),
+                         *([f"workers={run.workers_per_node}x{run.nodes}node(s)"
+                            f" {run.parallel['scaling']}"] if run.parallel else [])]) or "-"
         split = "" if s["dataset"]["train_split"] == "train" else " (train on test split)"
         split += " (synthetic)" if s["dataset"]["synthetic"] else ""
         limit = f"[:{s['dataset']['train_limit']}]" if s["dataset"]["train_limit"] else ""

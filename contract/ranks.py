@@ -48,14 +48,16 @@ def exit_text(code: int | None) -> str:
 
 
 def failed_rank(ranks: list[dict | None], exit_codes: dict[int, int | None]) -> int | None:
-    """The rank that brought the run down: the lowest one that failed by itself, else the
-    lowest one that died without a result (a stopped rank was stopped because of it)."""
+    """The rank that brought the run down. A rank that died without a result (killed,
+    crashed) comes first: the others then fail on the lost connection or are stopped.
+    Else the rank whose own failure came first (a peer's failure makes the others fail
+    a moment later, in their collectives)."""
     for rank, metrics in enumerate(ranks):
-        if metrics is not None and metrics.get("status") in FAILED:
+        if metrics is None or metrics.get("status") not in ("ok", "stopped", *FAILED):
             return rank
-    for rank, metrics in enumerate(ranks):
-        if metrics is None or metrics.get("status") not in ("ok", "stopped"):
-            return rank
+    failed = [(m.get("finished_at", ""), r) for r, m in enumerate(ranks) if m and m.get("status") in FAILED]
+    if failed:
+        return min(failed)[1]
     for rank, code in sorted(exit_codes.items()):
         if code:
             return rank
@@ -71,7 +73,9 @@ def _rank_row(rank: int, metrics: dict | None, exit_code: int | None) -> dict:
         "rank": rank, "local_rank": info.get("local_rank"), "node": info.get("node"),
         "cpus": info.get("cpus", []),
         "status": metrics.get("status", "failed") if metrics else "missing",
-        "error": metrics.get("error") if metrics else f"no result ({exit_text(exit_code)})",
+        "error": metrics.get("error") if metrics else
+        f"died without a result ({exit_text(exit_code)})" if exit_code is not None else
+        "died without a result (killed or crashed; its launcher gives no exit status per rank)",
         "exit_code": exit_code,
         "epoch_train_s": [e["train_s"] for e in epochs],
         "train_total_s": timing.get("train_total_s"),

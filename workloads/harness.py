@@ -352,7 +352,8 @@ def run(spec: dict, out_dir: str, world: World | None = None) -> int:
         _QUIET["events"] = world.rank != 0
         # the launcher stops the others when one rank fails: record "stopped", not a failure
         signal.signal(signal.SIGTERM, _stop_requested)
-        metrics["rank"] = {**world.to_dict(), "node": socket.gethostname(), "pid": os.getpid(),
+        metrics["rank"] = {**world.to_dict(), "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+                           "pid": os.getpid(),
                            "status": "running"}
     trainer = _Trainer(spec, metrics, world)
     exit_code = EXIT_FAILED
@@ -465,7 +466,8 @@ class _Trainer:
         precision_env = apply_precision_env(spec["precision"])
         module_name = IMPLEMENTATIONS[pair]
         os.environ.update(IMPORT_ENVIRONMENT.get(pair, {}))
-        metrics["environment"] = {**IMPORT_ENVIRONMENT.get(pair, {}), **precision_env}
+        network_env = parallel_mod.network_environment(self.world)
+        metrics["environment"] = {**IMPORT_ENVIRONMENT.get(pair, {}), **precision_env, **network_env}
 
         emit("import", module=module_name)
         t = time.perf_counter()

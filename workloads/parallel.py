@@ -10,6 +10,7 @@ address per node, for frameworks that list every worker) and DLBENCH_BASE_PORT.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,3 +122,37 @@ def shard_order(order: np.ndarray, world: World, batch_size: int) -> np.ndarray:
     steps = len(order) // global_batch
     return np.ascontiguousarray(
         order[:steps * global_batch].reshape(steps, world.size, batch_size)[:, world.rank].reshape(-1))
+
+
+def interface_of(address: str) -> str | None:
+    """The network interface holding `address` on this machine (Linux), or None. Gloo binds
+    to the interface named in GLOO_SOCKET_IFNAME, else to whatever this host's name resolves
+    to, which on a node with several networks may not be the one its peers reach."""
+    import fcntl
+    import struct
+
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(sock.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            if socket.inet_ntoa(packed[20:24]) == address:
+                return name
+    return None
+
+
+def network_environment(world: World) -> dict:
+    """Environment a multi-node worker needs before its framework loads: gloo on the interface
+    that holds this node's address in DLBENCH_HOSTS (unless the user chose one)."""
+    if world.nodes <= 1 or "GLOO_SOCKET_IFNAME" in os.environ:
+        return {}
+    try:
+        address = socket.gethostbyname(world.hosts[world.node_rank])
+    except OSError:
+        return {}
+    name = interface_of(address)
+    if name:
+        os.environ["GLOO_SOCKET_IFNAME"] = name
+    return {"GLOO_SOCKET_IFNAME": name} if name else {}

@@ -158,7 +158,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from orchestrator.analysis import equivalence
+    from orchestrator.analysis import equivalence, parallel_check
+    from orchestrator.results.directory import load_runs
     from orchestrator.execution.backends import select_backend, use_existing_environments
     from orchestrator.execution.runner import run_suite
 
@@ -166,7 +167,8 @@ def cmd_check(args) -> int:
         results_path = Path(args.judge)
     else:
         suite = equivalence.build_check_suite(equivalence.select_rows(args.only), args.device,
-                                              equivalence.select_workloads(args.workload))
+                                              equivalence.select_workloads(args.workload),
+                                              parallel=not args.no_parallel)
         for line in suite.warnings:
             warn(line)
         backend = select_backend(args.backend, say=say, build=not args.no_build)
@@ -176,8 +178,11 @@ def cmd_check(args) -> int:
         results_path = run_suite(suite, backend, root, say=say).path
     verdicts = equivalence.judge_results(results_path)
     say(equivalence.format_verdicts(verdicts))
+    pairs = parallel_check.judge_pairs(load_runs(results_path))
+    for line in parallel_check.format_pairs(pairs):
+        say(line)
     say(f"Results: {results_path}")
-    return 0 if verdicts and all(v.ok for v in verdicts) else 1
+    return 0 if verdicts and all(v.ok for v in [*verdicts, *pairs]) else 1
 
 
 def add_suite_commands(sub) -> None:
@@ -221,6 +226,9 @@ def add_suite_commands(sub) -> None:
                         "synthetic data of their datasets' shapes)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                    help="cpu (default) or gpu: the images' cuda flavour")
+    p.add_argument("--no-parallel", action="store_true",
+                   help="leave out the data-parallel pairs (2 workers against 1, same global "
+                        "batch: the same losses), run by default for every row that trains data-parallel")
     add_backend_options(p)
     p.add_argument("--judge", metavar="RESULTS_DIR",
                    help="judge an earlier check's results again instead of running")

@@ -73,6 +73,7 @@ def resume_suite(results: ResultsDir, suite: Suite, backend: Backend,
         if not verify_kept(results, pending, say):
             return results  # complete and sealed: nothing to do, nothing touched
         data = required_datasets(suite)
+        backend.check_parallel(suite)
         backend.preflight(suite)
         backend.check_results_location(results.path.parent)
         check_free_space(results.path)

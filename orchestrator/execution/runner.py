@@ -78,6 +78,7 @@ def format_event(event: dict) -> str | None:
 def run_suite(suite: Suite, backend: Backend, results_root: Path,
               say: Callable[[str], None] = print) -> ResultsDir:
     data = required_datasets(suite)
+    backend.check_parallel(suite)
     backend.preflight(suite)
     backend.check_results_location(results_root)
     results = ResultsDir.create(results_root, suite.name)

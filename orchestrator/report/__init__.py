@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.analysis import stats
+from orchestrator.analysis import scaling, stats
 from orchestrator.analysis.groups import is_ok, ok_groups
 from orchestrator.analysis.summary import analyse
 from orchestrator.fileio import read_json_or_none
@@ -57,7 +57,7 @@ def load(results: Path) -> dict:
     return {"name": results.name, "suite": plan.get("suite", results.name),
             "backend": plan.get("backend"), "system": read_json_or_none(results / "system.json") or {},
             "images": read_json_or_none(results / "images.json") or {},
-            **analyse(runs, threshold),  # statistics, groups, input_bound: summary.json's too
+            **analyse(runs, threshold),  # statistics, groups, input_bound, scaling: summary.json's too
             "runs": runs}
 
 
@@ -69,6 +69,11 @@ def _fmt(value, digits=2):
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def _percent(value, digits=1):
+    """A fraction as a percentage: 0.9 -> '90.0 %'."""
+    return "–" if value is None else f"{value * 100:,.{digits}f} %"
 
 
 def _bytes(value):
@@ -114,18 +119,20 @@ def jinja_environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(fmt=_fmt, short=_short, bytes=_bytes)
+    env.filters.update(fmt=_fmt, short=_short, bytes=_bytes, percent=_percent)
     return env
 
 
 def render(context: dict) -> str:
     """The page, from load()'s context (or one with at least its runs, statistics and
-    input_bound: the groups are made here when absent)."""
+    input_bound: the groups and the scaling rows are made here when absent)."""
     rows = [{**row, "env": _environment(context, row)} for row in context["runs"]]
     ok = [r for r in rows if is_ok(r)]
     started = sorted(r["record"]["started_at"] for r in rows if r["record"])
     groups = context["groups"] if "groups" in context else ok_groups(rows)
+    scaled = context["scaling"] if "scaling" in context else scaling.analyse(rows)
     return jinja_environment().get_template("report.html.j2").render(
-        **context, rows=rows, ok_rows=ok, best=_best(ok), started_at=started[0] if started else None,
-        charts=charts.all_charts(groups, rows), column_metrics=column_metrics(),
+        **{**context, "scaling": scaled}, rows=rows, ok_rows=ok, best=_best(ok),
+        started_at=started[0] if started else None, charts=charts.all_charts(groups, rows),
+        scaling_chart=charts.scaling(scaled), column_metrics=column_metrics(),
         statistics_metrics=statistics_metrics(), timing_split=stats.TIMING_SPLIT)

@@ -15,6 +15,7 @@ from typing import cast
 from markupsafe import Markup
 
 from orchestrator.analysis.groups import Group
+from orchestrator.analysis.scaling import ScalingRow
 
 WIDTH_IN = 7.6
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -279,6 +280,43 @@ def batch_sweep(groups: list[Group]) -> Chart | None:
 
     return render("batch-sweep", "Batch-size sweep",
                    "Runs that differ in batch size: throughput and accuracy against it.", draw)
+
+
+def scaling(rows: list[ScalingRow]) -> Chart | None:
+    """Global throughput against workers, one line per framework/api (orchestrator.analysis
+    .scaling's label), from its 1-worker baseline T1 at 1; dashed: the ideal S x T1. Shown in
+    the report's Scaling section, not among the other charts."""
+    lines: dict[str, list[ScalingRow]] = {}
+    for row in rows:
+        if row["images_per_s"] is not None:
+            lines.setdefault(row["label"], []).append(row)
+    if not lines:
+        return None
+
+    def draw():
+        fig, (ax,) = figure(height=3.2 + legend_height(len(lines) + 1))
+        for index, (label, members) in enumerate(lines.items()):
+            color = PALETTE[index % len(PALETTE)]
+            base = members[0]["baseline_images_per_s"]
+            points = sorted((r["workers"], cast(float, r["images_per_s"])) for r in members)
+            if base:
+                points.insert(0, (1, base))
+                widest = max(r["workers"] for r in members)
+                ax.plot([1, widest], [base, widest * base], linestyle="--", linewidth=1, color=color)
+            ax.plot(*zip(*points), marker="o", markersize=4, color=color, label=label)
+        ax.plot([], [], linestyle="--", linewidth=1, color="#7f7f7f", label="ideal: S × T1 (1-worker rate)")
+        workers = sorted({1, *(r["workers"] for r in rows)})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(workers, [str(w) for w in workers])
+        ax.minorticks_off()
+        ax.set(xlabel="workers (world size S)", ylabel="global training images per second")
+        ax.set_ylim(bottom=0)
+        legend_below(fig, [ax])
+        return fig
+
+    return render("scaling", "Throughput against workers",
+                  "Median over repeats of each run's global throughput (all ranks' images over the slowest "
+                  "rank's train time); at 1 worker, the baseline. Dashed: ideal linear scaling.", draw)
 
 
 def all_charts(groups: list[Group], rows: list[dict]) -> list[Chart]:

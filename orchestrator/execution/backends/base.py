@@ -98,6 +98,7 @@ class Backend(abc.ABC):
     reruns_recorded_images
                        `dlbench rerun` can run a bundle's runs again on the very images
                        it recorded (for_recorded_images)
+    multi_node         a run may span several machines (parallel.nodes > 1)
     """
 
     name: ClassVar[str] = ""
@@ -105,6 +106,7 @@ class Backend(abc.ABC):
     enforces: ClassVar[frozenset[str]] = frozenset()
     supports_no_build: ClassVar[bool] = False
     reruns_recorded_images: ClassVar[bool] = False
+    multi_node: ClassVar[bool] = False  # runs `parallel.nodes` > 1 (a scheduler's allocation)
 
     build: bool = True  # False under --no-build (only where supports_no_build)
     nvml: Any = None    # pynvml, imported when first needed; a test's stand-in where no GPU is
@@ -127,6 +129,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def preflight(self, suite: Suite) -> None:
         """Fail early, in one sentence, when the suite cannot run here (e.g. no GPU)."""
+
+    def check_parallel(self, suite: Suite) -> None:
+        """Runs over several nodes need a backend that has nodes: one line before any run."""
+        wide = next((run for run in suite.runs if run.nodes > 1), None)
+        if wide is not None and not self.multi_node:
+            raise DlbenchError(f"run {wide.run_id}: parallel.nodes is {wide.nodes}; the {self.name} "
+                               "backend runs on this host only: use --backend slurm, or nodes: 1")
 
     def check_results_location(self, root: Path) -> None:  # noqa: B027 - most have nothing to check
         """Preflight, once the results root is known: one line when the runs could not

@@ -150,8 +150,7 @@ class LocalBackend(DirectBackend):
         return str(host_dir)
 
     def execute(self, run, run_dir, host_data_dir, environment, on_event) -> Execution:
-        python = Path(environment["path"]) / "bin" / "python"
-        cmd = [str(python), "-m", "workloads", "run", "--spec", str(run_dir.file("spec.json"))]
+        cmd = self.command(run, run_dir, Path(environment["path"]) / "bin" / "python")
         gpu_run = run.spec["device"] == "gpu"
         cuda_cache = cuda_cache_dir(f"{run.framework}-{run.flavour}-{environment['lock_sha256'][:16]}") \
             if gpu_run else None
@@ -159,6 +158,7 @@ class LocalBackend(DirectBackend):
             cuda_cache.mkdir(parents=True, exist_ok=True)
         cuda_before = tree_bytes(cuda_cache) if cuda_cache is not None else 0
         env, scrubbed = workload_environment(run, cuda_cache=cuda_cache)
+        env.update(self.extra_environment(run))
         recorded: dict = {"environment_scrubbed": scrubbed}
         cache = images.compile_cache_dir(run.framework, run.flavour, environment["lock_sha256"])
         if cache is not None:
@@ -188,6 +188,13 @@ class LocalBackend(DirectBackend):
         if cuda_cache is not None:
             recorded["cuda_cache"] = cuda_cache_record(cuda_cache, cuda_before)
         return Execution(proc.returncode, timed_out=timed_out, resources=resources, recorded=recorded)
+
+    def command(self, run: PlannedRun, run_dir, python: Path) -> list[str]:
+        """The workload's command line (a parallel run's launches its workers itself)."""
+        return [str(python), "-m", "workloads", "run", "--spec", str(run_dir.file("spec.json"))]
+
+    def extra_environment(self, run: PlannedRun) -> dict[str, str]:
+        return {}
 
     def interrupt(self) -> None:
         if self._process is not None:

@@ -60,6 +60,7 @@ SHARED_FS_TYPES = ("nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", 
 
 class SlurmBackend(ScheduledBackend):
     name = "slurm"
+    multi_node = True
     summary = "one Slurm job per run"
     # as its default runtime enforces (the docker backend's container); runtime local records
     # in each run.json what it does not enforce
@@ -300,9 +301,13 @@ class SlurmBackend(ScheduledBackend):
     def job_options(self, run: PlannedRun) -> list[str]:
         """sbatch's options for one run's job: what the suite's `slurm:` block asks, and
         its resources (cpus: whole CPUs; memory: --mem, the container's limit as well)."""
-        options = [f"--partition={self.partition}", "--nodes=1", "--ntasks=1",
-                   f"--time={self.time_limit(run)}",
-                   f"--cpus-per-task={math.ceil(float(run.resources.get('cpus') or 1))}",
+        cpus = math.ceil(float(run.resources.get("cpus") or run.workers_per_node))
+        if run.nodes > 1:  # one task per worker on each node (srun in the job starts them)
+            tasks = [f"--nodes={run.nodes}", f"--ntasks-per-node={run.workers_per_node}",
+                     f"--cpus-per-task={max(1, cpus // run.workers_per_node)}"]
+        else:  # one task: the run's own launcher starts its workers
+            tasks = ["--nodes=1", "--ntasks=1", f"--cpus-per-task={cpus}"]
+        options = [f"--partition={self.partition}", *tasks, f"--time={self.time_limit(run)}",
                    # a failed node's job is the orchestrator's `error`, resubmitted by --resume,
                    # never silently started again elsewhere from a half-written run directory
                    "--no-requeue"]
@@ -314,8 +319,8 @@ class SlurmBackend(ScheduledBackend):
         if run.resources.get("memory"):
             options.append(f"--mem={math.ceil(memory_bytes(run.resources['memory']) / 2**20)}M")
         gpus = self.gpus_per_run(run)
-        if gpus:
-            options.append(f"--gres=gpu:{gpus}")
+        if gpus:  # per node: one per worker of a parallel run
+            options.append(f"--gres=gpu:{max(gpus, run.workers_per_node)}")
         return options
 
     def submit(self, results_path: Path, submissions: list[Submission], say) -> None:

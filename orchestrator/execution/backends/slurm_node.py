@@ -29,9 +29,11 @@ import time
 from pathlib import Path
 
 from contract.jsonio import write_json_atomic
+from contract.ranks import merge, read_ranks
 from orchestrator.errors import DlbenchError
 from orchestrator.execution.backends.base import Execution
 from orchestrator.execution.backends.docker import RESULTS_LABEL, DockerBackend, connect
+from orchestrator.execution.backends import slurm_commands as slurm
 from orchestrator.execution.backends.local import LocalBackend
 from orchestrator.images import registry, store
 from orchestrator.plan.suite import PlannedRun
@@ -74,6 +76,42 @@ class NodeDockerBackend(DockerBackend):
         for container in found:
             container.remove(force=True)
         return [container.name for container in found]
+
+
+class MultiNodeLocalBackend(LocalBackend):
+    """A run over several nodes (`parallel.nodes` > 1): srun starts one task per worker, each
+    the framework's virtualenv running `python -m workloads worker`; the worker takes its rank
+    from Slurm's environment (SLURM_PROCID, SLURM_LOCALID, SLURM_NODEID) and the rendezvous
+    from MASTER_ADDR/PORT: the first node's address and a port free there (this job script
+    runs on that node). --kill-on-bad-exit: a worker that dies ends every other one."""
+
+    def __init__(self, hosts: list[str], port: int):
+        super().__init__()
+        self.hosts, self.port = hosts, port
+
+    def command(self, run, run_dir, python):
+        workers, nodes = run.workers_per_node, run.nodes
+        return ["srun", "--kill-on-bad-exit=1", f"--nodes={nodes}", f"--ntasks={workers * nodes}",
+                f"--ntasks-per-node={workers}",
+                str(python), "-m", "workloads", "worker", "--spec", str(run_dir.file("spec.json")),
+                "--out", str(run_dir.path)]
+
+    def extra_environment(self, run):
+        return {"MASTER_ADDR": self.hosts[0], "MASTER_PORT": str(self.port),
+                "DLBENCH_BASE_PORT": str(self.port), "DLBENCH_HOSTS": ",".join(self.hosts)}
+
+
+def node_addresses() -> tuple[list[str], list[str]]:
+    """(node names, their addresses) of this job, in Slurm's order (the first runs this)."""
+    names = slurm.hostnames(os.environ["SLURM_JOB_NODELIST"])
+    known = slurm.nodes()
+    return names, [known.get(name, {}).get("NodeAddr") or name for name in names]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
 
 
 def allocated_gpus() -> list[int | str] | None:
@@ -122,15 +160,39 @@ class Job:
         gpus = allocated_gpus()
         if self.run.spec["device"] == "gpu" and gpus:
             self.run.gpus = list(gpus)  # the ones Slurm gave this job, not those the host saw
-        if self.environment.get("kind") == "venv":
+        if self.run.nodes > 1:
+            if self.environment.get("kind") != "venv":
+                raise DlbenchError(f"run {self.run.run_id}: parallel.nodes > 1 needs "
+                                   "slurm.runtime: local (the docker runtime runs one node's workers)")
+            names, hosts = node_addresses()
+            self.write(nodes=names, node_addresses=hosts)
+            self.backend = MultiNodeLocalBackend(hosts, free_port())
+        elif self.environment.get("kind") == "venv":
             self.backend = LocalBackend()
         else:
             self.backend = self._docker_backend()
         if self.terminated:
             return Execution(None, message="stopped before the run started")
         self.write(phase="running")
-        return self.backend.execute(self.run, self.run_dir, self.host_data_dir,
-                                    self.environment, on_event=lambda event: None)
+        execution = self.backend.execute(self.run, self.run_dir, self.host_data_dir,
+                                         self.environment, on_event=lambda event: None)
+        if isinstance(self.backend, MultiNodeLocalBackend):
+            self.merge_ranks(execution)
+        return execution
+
+    def merge_ranks(self, execution: Execution) -> None:
+        """The workers' rank files into the run's metrics.json, as a one-node launcher does."""
+        spec = json.loads(self.run_dir.file("spec.json").read_text(encoding="utf-8"))
+        size = self.run.workers_per_node * self.run.nodes
+        base = {"schema_version": 2, "run_id": self.run.run_id, "status": "failed", "error": None,
+                "framework": {"name": self.run.framework, "api": self.run.api, "version": None},
+                "workload": spec["workload"], "device": {"type": spec["device"], "name": None},
+                "started_at": self.record["started_at"], "finished_at": now_iso()}
+        metrics = merge(spec, read_ranks(str(self.run_dir.path), size), base, launcher="srun",
+                        hosts=self.record.get("nodes", []))
+        if execution.timed_out and metrics["status"] != "ok":
+            metrics["error"] = f"timed out; {metrics['error']}"
+        write_json_atomic(str(self.run_dir.file("metrics.json")), metrics)
 
     def _docker_backend(self) -> NodeDockerBackend:
         """The node's engine, holding the run's image (loaded from the store if it lacked

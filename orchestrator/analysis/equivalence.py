@@ -76,7 +76,7 @@ def check_suite_text(rows: list[tuple[str, str]], device: str = "cpu",
     matrix = {"workload": list(workloads), "framework": [f"{f}/{a}" for f, a in rows],
               "include": [{"workload": w, "dataset": CHECK_DATA[w][0], "synthetic": CHECK_DATA[w][1]}
                           for w in workloads]}
-    document = {
+    document: dict = {
         "name": CHECK_SUITE_NAME,
         "description": "equivalence check: every framework/API, a few steps on the same spec",
         "defaults": {"device": device, "learning_rate": 0.001, "seed": 42, **CHECK_SETTINGS},

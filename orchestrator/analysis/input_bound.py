@@ -27,7 +27,7 @@ def _pair_key(g: Group) -> tuple:
     """Everything but the data source, down to the number of samples trained on (a limit
     larger than a real dataset leaves its synthetic twin, always full size, bigger)."""
     samples = g.rows[0]["metrics"]["dataset"]["train_samples"]
-    return (*g.identity[:5], g.dataset, samples, repr(sorted(g.options.items())))
+    return (*g.identity[:5], g.dataset, samples, repr(sorted(g.options.items())), g.topology)
 
 
 def _mean_timing(g: Group, key: str) -> float | None:

@@ -71,13 +71,14 @@ def judge_pairs(rows: list[dict]) -> list[PairVerdict]:
         pairs.setdefault(name, {})[parallel["workers_per_node"] * parallel["nodes"]] = row
     verdicts = []
     for name, by_size in sorted(pairs.items()):
-        one, many = by_size.get(1), by_size.get(WORKERS)
+        one: dict | None = by_size.get(1)
+        many: dict | None = by_size.get(WORKERS)
         single = _losses(one["metrics"]) if one else None
         multi = _losses(many["metrics"]) if many else None
         verdict = PairVerdict(name, single, multi, [])
-        for label, row, losses in (("1 worker", one, single), (f"{WORKERS} workers", many, multi)):
+        for label, entry, losses in (("1 worker", one, single), (f"{WORKERS} workers", many, multi)):
             if losses is None:
-                why = ((row or {}).get("metrics") or {}).get("error") or "no result"
+                why = ((entry or {}).get("metrics") or {}).get("error") or "no result"
                 verdict.problems.append(f"{label}: did not run to the end ({why})")
         if single and multi:
             for what, a, b in (("training loss", single[0], multi[0]), ("test loss", single[1], multi[1])):

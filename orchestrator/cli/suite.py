@@ -159,9 +159,9 @@ def cmd_status(args) -> int:
 
 def cmd_check(args) -> int:
     from orchestrator.analysis import equivalence, parallel_check
-    from orchestrator.results.directory import load_runs
     from orchestrator.execution.backends import select_backend, use_existing_environments
     from orchestrator.execution.runner import run_suite
+    from orchestrator.results.directory import load_runs
 
     if args.judge:
         results_path = Path(args.judge)
@@ -182,7 +182,7 @@ def cmd_check(args) -> int:
     for line in parallel_check.format_pairs(pairs):
         say(line)
     say(f"Results: {results_path}")
-    return 0 if verdicts and all(v.ok for v in [*verdicts, *pairs]) else 1
+    return 0 if verdicts and all(v.ok for v in verdicts) and all(p.ok for p in pairs) else 1
 
 
 def add_suite_commands(sub) -> None:

@@ -31,9 +31,9 @@ from pathlib import Path
 from contract.jsonio import write_json_atomic
 from contract.ranks import merge, read_ranks
 from orchestrator.errors import DlbenchError
+from orchestrator.execution.backends import slurm_commands as slurm
 from orchestrator.execution.backends.base import Execution
 from orchestrator.execution.backends.docker import RESULTS_LABEL, DockerBackend, connect
-from orchestrator.execution.backends import slurm_commands as slurm
 from orchestrator.execution.backends.local import LocalBackend
 from orchestrator.images import registry, store
 from orchestrator.plan.suite import PlannedRun

@@ -100,7 +100,7 @@ class Entry:
         """What must agree for two machines' entries to be the same experiment."""
         g = self.group
         return (g.workload, g.framework, g.api, self.precision, g.device, g.batch_size or 0,
-                g.dataset, g.synthetic, self.options)
+                g.dataset, g.synthetic, self.options, g.topology)
 
     def mean(self, metric: str) -> float | None:
         return self.figures[metric].get("mean")

@@ -117,6 +117,8 @@ PARALLEL: dict[tuple[str, str], dict[str, str]] = {
     ("tensorflow", "eager"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
     ("tensorflow", "graph"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
     ("jax", "flax"): {"launcher": "dlbench", "mechanism": "jax.distributed + a data-sharded jit"},
+    ("keras", "jax"): {"launcher": "dlbench",
+                       "mechanism": "keras.distribution.DataParallel on jax.distributed (model.fit)"},
 }
 PARALLEL_UNSUPPORTED: dict[tuple[str, str], str] = {
     ("chainer", "eager"): "Chainer's data parallelism (ChainerMN) needs MPI and CuPy/NCCL; the "
@@ -129,9 +131,11 @@ PARALLEL_NOT_BUILT: dict[tuple[str, str], str] = {
     ("tensorflow", "keras"): f"model.fit under MultiWorkerMirroredStrategy: {_NOT_BUILT}",
     ("tensorflow-legacy", "estimator"): "tf.estimator's distribute_coordinator was removed; "
                                         "the legacy image runs one process only",
-    ("keras", "jax"): f"keras.distribution.DataParallel across processes: {_NOT_BUILT}",
-    ("keras", "torch"): "Keras 3's distribution API has no torch backend",
-    ("keras", "tensorflow"): "Keras 3's distribution API has no TensorFlow backend",
+    ("keras", "torch"): "Keras 3's distribution API is implemented for the JAX backend only, and "
+                        "its torch trainer (model.fit) has no DistributedDataParallel integration",
+    ("keras", "tensorflow"): "Keras 3's distribution API is implemented for the JAX backend only; "
+                             "model.fit under MultiWorkerMirroredStrategy with per-worker rows "
+                             f"needs a distributed tf.data pipeline: {_NOT_BUILT}",
     ("mxnet", "gluon"): f"kvstore dist_sync needs MXNet's ps-lite launcher: {_NOT_BUILT}",
     ("paddle", "dygraph"): f"paddle.distributed.launch: {_NOT_BUILT}",
 }

@@ -75,7 +75,9 @@ def test_every_framework_file_is_small_and_counted():
     for module in sorted(set(IMPLEMENTATIONS.values())):
         path = os.path.join(os.path.dirname(harness.__file__), module.split(".")[1] + ".py")
         count = logical_lines_of_implementation(path)
-        assert 20 < count < 150, (module, count)
+        # a data-parallel path (distributed start-up, sharded step, barrier) adds ~40 lines;
+        # keras_backends.py serves three backends
+        assert 20 < count < 220, (module, count)
 
 
 def test_loc_adds_framework_helpers_but_not_the_harness(tmp_path):

@@ -303,11 +303,12 @@ class SlurmBackend(ScheduledBackend):
         its resources (cpus: whole CPUs; memory: --mem, the container's limit as well)."""
         cpus = math.ceil(float(run.resources.get("cpus") or run.workers_per_node))
         if run.nodes > 1:  # one task per worker on each node (srun in the job starts them)
-            tasks = [f"--nodes={run.nodes}", f"--ntasks-per-node={run.workers_per_node}",
-                     f"--cpus-per-task={max(1, cpus // run.workers_per_node)}"]
+            tasks = [f"--nodes={run.nodes}", f"--ntasks-per-node={run.workers_per_node}"]
+            cpus = max(1, cpus // run.workers_per_node)
         else:  # one task: the run's own launcher starts its workers
-            tasks = ["--nodes=1", "--ntasks=1", f"--cpus-per-task={cpus}"]
+            tasks = ["--nodes=1", "--ntasks=1"]
         options = [f"--partition={self.partition}", *tasks, f"--time={self.time_limit(run)}",
+                   f"--cpus-per-task={cpus}",
                    # a failed node's job is the orchestrator's `error`, resubmitted by --resume,
                    # never silently started again elsewhere from a half-written run directory
                    "--no-requeue"]

@@ -15,26 +15,13 @@ import random
 import keras
 
 from .harness import Implementation as Base
-from .harness import Unsupported, batches
+from .harness import batches
 from .keras_fit import compiled_sequential, fit_epoch
 from .keras_model import dtype_settings, lstm_options, mixed_policy
 from .xla_threads import cuda_libraries, limit_xla_cpu_threads, start_distributed
 
 BACKEND = keras.config.backend()
 fw = importlib.import_module(BACKEND)  # the backend framework: jax, torch or tensorflow
-
-
-# why each backend other than JAX cannot run data-parallel here (the harness' `unsupported`)
-PARALLEL_UNSUPPORTED = {
-    "torch": "Keras 3's distribution API (keras.distribution) is implemented for the JAX backend "
-             "only, and Keras' torch trainer (model.fit) has no DistributedDataParallel "
-             "integration: Keras' own multi-device torch guide drops fit for a hand-written torch "
-             "loop, which would no longer be the Keras API under test",
-    "tensorflow": "Keras 3's distribution API (keras.distribution) is implemented for the JAX "
-                  "backend only; model.fit under tf.distribute.MultiWorkerMirroredStrategy is "
-                  "not wired into this file (the strategy splits a global batch itself, so "
-                  "pre-sharded per-worker rows need a distributed tf.data pipeline)",
-}
 
 
 class Implementation(Base):
@@ -50,9 +37,8 @@ class Implementation(Base):
 
     def configure(self):
         threads = self.spec["threads"]
-        self.parallel = getattr(self, "world", None) is not None and self.world.parallel
-        if self.parallel and BACKEND != "jax":
-            raise Unsupported(f"data-parallel keras/{BACKEND}: {PARALLEL_UNSUPPORTED[BACKEND]}")
+        # data-parallel on JAX only (the harness refuses the others: contract/registry.py)
+        self.parallel = self.world.parallel
         # jit_compile when the run does not say (Keras' "auto" still accepted): on for JAX, which
         # only runs jitted; off on torch (torch.compile there), as pytorch/eager's default; off on
         # TensorFlow as in tensorflow/* (Keras' "auto" would turn XLA on with a GPU present)

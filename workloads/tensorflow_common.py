@@ -6,6 +6,7 @@ Works with TF 2.21 (Keras 3) and TF 2.15 (Keras 2 as tf.keras, the legacy image)
 import json
 import os
 from importlib.metadata import version as dist_version
+from typing import Any
 
 import tensorflow as tf
 from tensorflow import keras
@@ -13,7 +14,6 @@ from tensorflow import keras
 from contract.models import ADAM
 
 from .harness import Implementation as Base
-from .harness import Unsupported
 from .keras_model import lstm_options, mixed_policy
 
 
@@ -27,13 +27,11 @@ def make_optimizer(spec):
 
 class TensorFlowBase(Base):
     data_layout = "NHWC"
-    supports_parallel = False  # eager, graph and keras: tf.distribute.MultiWorkerMirroredStrategy
-    strategy = None  # tf.distribute.MultiWorkerMirroredStrategy when self.world.parallel
+    strategy: Any = None  # tf.distribute.MultiWorkerMirroredStrategy when self.world.parallel
 
     @property
     def parallel(self):
-        world = getattr(self, "world", None)
-        return world is not None and world.parallel
+        return self.world.parallel
 
     def version(self):
         return tf.__version__
@@ -60,8 +58,6 @@ class TensorFlowBase(Base):
         for gpu in gpus:  # allocate as needed, as PyTorch does, so peak memory compares
             tf.config.experimental.set_memory_growth(gpu, True)
         self.device = "/GPU:0" if self.gpu else "/CPU:0"
-        if self.parallel and not self.supports_parallel:
-            raise Unsupported(f"{self.framework}/{self.api}: no data-parallel implementation")
         # the strategy before any op runs: MWMS configures the collective ops at context start
         parallel = self.start_strategy() if self.parallel else {}
         tf.config.experimental.enable_tensor_float_32_execution(self.precision == "tf32")

@@ -25,7 +25,6 @@ def _sums(logits, y):
 class Implementation(TensorFlowBase):
     framework, api = "tensorflow", "eager"
     optimizers = ("adam", "sgd")
-    supports_parallel = True
 
     jit_compile = False
 

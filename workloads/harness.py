@@ -582,9 +582,11 @@ class _Trainer:
             metrics["rank"]["mechanism"] = PARALLEL[pair]["mechanism"]
         metrics["status"] = "ok"
         if "parallel" in spec and not world.parallel:  # the 1-worker run of a scaling series
-            metrics["parallel"] = merge_ranks(self.spec_given, [metrics], metrics, launcher="none",
-                                              hosts=[socket.gethostname()])["parallel"]
-            metrics["parallel"]["mechanism"] = "one process"
+            node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+            one = {**metrics, "rank": {"rank": 0, "local_rank": 0, "node": node, "mechanism": "one process",
+                                       "cpus": sorted(os.sched_getaffinity(0)), "dropped_train_samples": 0}}
+            metrics["parallel"] = merge_ranks(self.spec_given, [one], metrics, launcher="none",
+                                              hosts=[node])["parallel"]
 
 
 def worker_spec(spec: dict, world: World) -> dict:

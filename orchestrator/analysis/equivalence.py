@@ -13,6 +13,7 @@ A results directory can be judged again later (`dlbench check --results-dir DIR`
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,6 +95,8 @@ def build_check_suite(rows: list[tuple[str, str]], device: str = "cpu",
     On the GPU, the rows whose framework has no cuda image are left out (a warning line
     names them) unless that leaves none: then the suite's one-line error says why."""
     skipped: list[tuple[str, str]] = []
+    few_cpus = parallel and len(os.sched_getaffinity(0)) < parallel_check.WORKERS
+    parallel = parallel and not few_cpus  # two workers need a core each
     if device == "gpu":
         from orchestrator.images import load_images
 
@@ -105,6 +108,9 @@ def build_check_suite(rows: list[tuple[str, str]], device: str = "cpu",
         path.write_text(check_suite_text(rows, device, workloads, parallel), encoding="utf-8")
         suite = load_suite(path)
     suite.path = Path("check.yaml")
+    if few_cpus:
+        suite.warnings.append(f"check: the data-parallel pairs left out: {parallel_check.WORKERS} "
+                              "workers need as many CPUs and this host gives fewer")
     if skipped:
         suite.warnings.append(f"check --device gpu: {', '.join(f'{f}/{a}' for f, a in skipped)} "
                               "left out: no cuda image (docker/images.yaml says why)")

@@ -55,3 +55,26 @@ def test_bench_gpu_without_a_driver_is_one_sentence(tmp_path, no_nvidia_driver):
     assert proc.stderr.startswith("dlbench: error: GPU requested but no NVIDIA driver answers")
     assert proc.stderr.count("\n") == 1
     assert not (tmp_path / "results").exists()
+
+
+def test_two_workers_run_in_the_local_virtualenv_each_on_its_own_cores(tmp_path):
+    """The local backend runs the same launcher as a container: torchrun starts two DDP
+    workers in the framework's virtualenv, each pinned to its own cores and threads."""
+    suite = write_suite(tmp_path, """
+        name: local-parallel
+        defaults: {synthetic: true, train_limit: 2048, test_limit: 512, batch_size: 64}
+        runs:
+          - {framework: pytorch, api: eager, parallel: {workers: 2}}
+          - {framework: pytorch, api: eager, parallel: {workers: 1}}
+    """)
+    proc = dlbench("run", suite, "--backend", "local", env={"DLBENCH_RESULTS": str(tmp_path / "results")})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = only_results_dir(tmp_path / "results")
+    two, one = (r["metrics"] for r in runs(results).values())
+    p = two["parallel"]
+    assert p["launcher"] == "torchrun" and p["world_size"] == 2 and one["parallel"]["world_size"] == 1
+    cpus = [set(r["cpus"]) for r in p["ranks"]]
+    assert all(cpus) and not cpus[0] & cpus[1]
+    assert two["options"]["intra_op_threads"] == len(cpus[0])  # a worker's threads: its own cores
+    assert two["options"]["parallel"]["backend"] == "gloo"
+    assert 0 <= p["communication"]["time_s"] < two["timing"]["train_total_s"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contract.models import MODELS
-from contract.registry import IMPLEMENTATIONS
+from contract.registry import IMPLEMENTATIONS, PARALLEL
 from orchestrator.analysis import equivalence
 from orchestrator.execution.backends.docker import DockerBackend
 from orchestrator.execution.runner import run_suite
@@ -23,13 +23,18 @@ pytestmark = [pytest.mark.docker, pytest.mark.framework]
 def test_check_passes_for_every_row_and_workload_in_its_own_image(base_image, tmp_path):
     result = dlbench("check", "--backend", "docker", "--results", tmp_path,
                      env={"DLBENCH_BASE_IMAGE": base_image}, timeout=3600)
-    total = len(IMPLEMENTATIONS) * len(equivalence.CHECK_DATA)
+    pairs = len(PARALLEL)  # data-parallel rows: a 1-worker and a 2-worker run each
+    total = len(IMPLEMENTATIONS) * len(equivalence.CHECK_DATA) + 2 * pairs
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     assert f"equivalence: {total} of {total} ok" in result.stdout
+    assert f"data-parallel: {pairs} of {pairs} ok" in result.stdout
     results = next(tmp_path.iterdir())
     seen = set()
     for run in runs(results).values():
         m = run["metrics"]
+        if "parallel" in m:  # the data-parallel pairs: SGD, no dropout, real MNIST
+            assert m["hyperparameters"]["optimizer"] == "sgd" and m["hyperparameters"]["dropout"] is False
+            continue
         seen.add((m["framework"]["name"], m["framework"]["api"], m["workload"]))
         assert m["model"]["parameters"] == MODELS[m["workload"]].parameters
         assert m["dataset"]["synthetic"] == (m["workload"] != "mnist_cnn")
@@ -41,6 +46,7 @@ def test_check_passes_for_every_row_and_workload_in_its_own_image(base_image, tm
     again = dlbench("check", "--judge", results)
     assert again.returncode == 0
     assert f"equivalence: {total} of {total} ok" in again.stdout
+    assert f"data-parallel: {pairs} of {pairs} ok" in again.stdout
 
 
 class ChangedFileBackend(DockerBackend):
@@ -67,7 +73,7 @@ def test_check_fails_when_a_layer_is_changed(docker_client, base_image, tmp_path
     changed.chmod(0o644)
     backend = ChangedFileBackend(docker_client, changed,
                                  build_options=BuildOptions.from_env({"DLBENCH_BASE_IMAGE": base_image}))
-    suite = equivalence.build_check_suite([("pytorch", "eager")])
+    suite = equivalence.build_check_suite([("pytorch", "eager")], parallel=False)
     results = run_suite(suite, backend, tmp_path / "results", say=lambda line: None).path
 
     [verdict] = equivalence.judge_results(results)
@@ -79,3 +85,24 @@ def test_check_fails_when_a_layer_is_changed(docker_client, base_image, tmp_path
     assert judged.returncode == 1
     assert "MISMATCH: 2,718,602 parameters, the spec has 1,669,002" in judged.stdout
     assert judged.stdout.splitlines()[-2] == "equivalence: 0 of 1 ok, 1 mismatch(es)"
+
+
+def test_the_data_parallel_check_fails_when_workers_sum_their_gradients(docker_client, base_image, tmp_path):
+    """pytorch_eager.py with its loss scaled by the number of workers before backward: DDP's
+    average then becomes a sum. The 2-worker run still trains, but not what one worker trains."""
+    source = (WORKLOADS_DIR / "pytorch_eager.py").read_text()
+    original = "self.scaler.scale(loss).backward()"
+    assert original in source
+    changed = tmp_path / "pytorch_eager.py"
+    changed.write_text(source.replace(original, "self.scaler.scale(loss * self.world.size).backward()"))
+    changed.chmod(0o644)
+    backend = ChangedFileBackend(docker_client, changed,
+                                 build_options=BuildOptions.from_env({"DLBENCH_BASE_IMAGE": base_image}))
+    suite = equivalence.build_check_suite([("pytorch", "eager")])
+    results = run_suite(suite, backend, tmp_path / "results", say=lambda line: None).path
+    judged = dlbench("check", "--judge", results)
+    assert judged.returncode == 1
+    assert "equivalence: 3 of 3 ok" in judged.stdout  # the model itself is the same
+    (line,) = [line for line in judged.stdout.splitlines() if line.strip().startswith("pytorch/eager")]
+    assert "MISMATCH: training loss" in line and "with 2 workers" in line, line
+    assert judged.stdout.splitlines()[-2] == "data-parallel: 0 of 1 ok, 1 mismatch(es)"

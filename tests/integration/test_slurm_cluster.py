@@ -286,3 +286,31 @@ def test_images_reach_the_nodes_through_a_registry_by_digest(cluster, registry, 
     assert "dlbench/chainer" in catalog["repositories"]
     (record,) = (r["record"] for r in runs(results).values())
     assert record["outcome"] == "ok" and record["environment"]["id"] == pushed["id"]
+
+
+def test_a_two_node_run_has_one_worker_per_node_and_trains_what_one_node_trains(cluster, tmp_path):
+    """parallel.nodes: 2 is one job over both nodes: srun starts one task per worker (n2's in
+    its own network namespace, reaching n1 over the veth pair), the rendezvous comes from
+    Slurm's environment, and with the same global batch the losses equal the 1-node run's."""
+    path = write_suite(tmp_path, "name: two-nodes\n"
+                                 "defaults: {dataset: mnist, train_split: test, train_limit: 256, test_limit: 256,\n"
+                                 "           batch_size: 64, optimizer: sgd, learning_rate: 0.05, dropout: false,\n"
+                                 "           warmup_steps: 1, resources: {cpus: 1}}\n"
+                                 "runs:\n"
+                                 "  - {framework: pytorch, api: eager, parallel: {workers: 1, nodes: 1, scaling: strong}}\n"
+                                 "  - {framework: pytorch, api: eager, parallel: {workers: 1, nodes: 2, scaling: strong}}\n"
+                                 "slurm: {partition: debug, poll_seconds: 2, runtime: local}\n")
+    proc = dlbench("run", path, "--backend", "slurm", env=cluster, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    results = only_results_dir(tmp_path / "results")
+    one, two = (r for _, r in sorted(runs(results).items()))
+    assert one["record"]["outcome"] == two["record"]["outcome"] == "ok"
+    p = two["metrics"]["parallel"]
+    assert (p["world_size"], p["nodes"], p["launcher"], p["hosts"]) == (2, 2, "srun", ["n1", "n2"])
+    assert [(r["rank"], r["node"], r["status"]) for r in p["ranks"]] == [(0, "n1", "ok"), (1, "n2", "ok")]
+    assert node_record(results, two["record"]["run_id"])["node_addresses"] == ["10.213.0.1", "10.213.0.2"]
+    assert two["metrics"]["environment"]["GLOO_SOCKET_IFNAME"] == "dlbv0"  # rank 0's, on n1
+    assert two["record"]["slurm"]["node"] == "n[1-2]"
+    for a, b in ((one["metrics"]["epochs"][0]["loss"], two["metrics"]["epochs"][0]["loss"]),
+                 (one["metrics"]["test"]["loss"], two["metrics"]["test"]["loss"])):
+        assert abs(a - b) <= 2e-4 * abs(a), (a, b)

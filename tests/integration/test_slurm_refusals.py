@@ -20,9 +20,9 @@ TINY = ("synthetic: true, train_limit: 64, test_limit: 64, batch_size: 32, "
 
 
 def refused(tmp_path: Path, slurm: str, env: dict | None = None, device: str = "cpu",
-            framework: str = "chainer") -> str:
+            framework: str = "chainer", extra: str = "") -> str:
     path = write_suite(tmp_path, f"name: refused\ndefaults: {{{TINY}, device: {device}}}\n"
-                                 f"runs:\n  - {{framework: {framework}, api: eager, seed: 1}}\n"
+                                 f"runs:\n  - {{framework: {framework}, api: eager, seed: 1{extra}}}\n"
                                  f"slurm: {{{slurm}}}\n")
     proc = dlbench("run", path, "--backend", "slurm",
                    env={"DLBENCH_RESULTS": str(tmp_path / "results"), **(env or {})}, timeout=300)
@@ -78,6 +78,15 @@ def test_results_not_on_a_filesystem_the_nodes_share(tmp_path, queue_before):
 def test_time_beyond_the_partition_limit(tmp_path, queue_before):
     line = refused(tmp_path, "partition: debug, time: 90")
     assert "slurm.time: 90 min per run is more than partition debug's MaxTime (00:30:00)" in line
+
+
+def test_a_multi_node_run_in_containers_and_more_nodes_than_the_partition_has(tmp_path, queue_before):
+    line = refused(tmp_path, "partition: debug", framework="pytorch", extra=", parallel: {nodes: 2}")
+    assert "slurm.runtime: run 01-pytorch-eager spans 2 nodes; multi-node runs need runtime: local" in line
+    line = refused(tmp_path, "partition: debug, runtime: local", framework="pytorch",
+                   extra=", parallel: {nodes: 3}")
+    assert "sbatch" in line and "node" in line.lower(), line
+    no_new_jobs(queue_before)
 
 
 def test_no_slurm_commands_on_the_path(tmp_path, slurm_conf):

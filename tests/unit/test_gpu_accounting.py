@@ -296,6 +296,18 @@ def test_preflight_names_a_gpu_this_host_lacks_fake_nvml(tmp_path):
                                    "lists them, numbered as NVML and dlbench number them)")
 
 
+def test_preflight_refuses_more_parallel_workers_than_gpus_fake_nvml(tmp_path):
+    backend = LocalBackend(venv_root=tmp_path)
+    backend.nvml = FakeNvml()  # two GPUs
+    path = tmp_path / "parallel.yaml"
+    path.write_text("name: g\nruns: [{framework: pytorch, api: eager, device: gpu, synthetic: true, "
+                    "parallel: {workers: 2}}]\n")
+    backend.preflight(load_suite(path))  # one worker per GPU: fine
+    path.write_text(path.read_text().replace("workers: 2", "workers: 3"))
+    with pytest.raises(DlbenchError, match=r"parallel.workers: 3 workers but this host has 2 GPU\(s\)"):
+        backend.preflight(load_suite(path))
+
+
 # -- the monitor: only the run's GPUs; energy over the timed epochs -------------------
 
 class Steady:

@@ -218,6 +218,16 @@ class DirectBackend(Backend):
             if missing:
                 raise DlbenchError(f"{suite.path}: gpus: {missing[0]!r} is not a GPU of this host "
                                    "(nvidia-smi -L lists them, numbered as NVML and dlbench number them)")
+        # a parallel GPU run takes one GPU per worker: every GPU of the host when it lists none
+        wide = next((run for run in suite.runs if run.spec["device"] == "gpu" and not run.gpus
+                     and run.workers_per_node > 1), None)
+        if wide is not None:
+            sampler = monitor.GpuSampler(self.nvml, None)
+            count = len(sampler.devices) if sampler.available else None
+            sampler.close()
+            if count is not None and wide.workers_per_node > count:
+                raise DlbenchError(f"{suite.path}: run {wide.run_id}: parallel.workers: {wide.workers_per_node} "
+                                   f"workers but this host has {count} GPU(s); one worker per GPU")
 
 
 @dataclass(frozen=True)

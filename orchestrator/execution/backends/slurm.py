@@ -120,6 +120,12 @@ class SlurmBackend(ScheduledBackend):
     def preflight(self, suite: Suite) -> None:
         self.settings = dict(suite.slurm or {})
         self.poll_s = float(self.settings.get("poll_seconds", DEFAULT_POLL_S))
+        wide = next((run for run in suite.runs if run.nodes > 1), None)
+        if wide is not None and self.runtime != "local":
+            # a network-less container per node cannot reach the other nodes' workers
+            raise DlbenchError(f"{suite.path}: slurm.runtime: run {wide.run_id} spans {wide.nodes} nodes; "
+                               "multi-node runs need runtime: local (the framework's virtualenv on "
+                               "each node)")
         self._reach_controller()
         partitions = slurm.partitions()
         self.partition = self.settings.get("partition") or slurm.default_partition(partitions)

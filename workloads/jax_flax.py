@@ -105,7 +105,7 @@ class Implementation(Base):
 
     def configure(self):
         pool = limit_xla_cpu_threads(self.spec["threads"]["intra_op"])  # before XLA starts
-        self.parallel = getattr(self, "world", None) is not None and self.world.parallel
+        self.parallel = self.world.parallel
         if self.parallel:  # before any JAX operation: the backends start with the cluster known
             parallel = start_distributed(self.world, self.gpu)
         if self.gpu and jax.default_backend() != "gpu":

@@ -52,9 +52,10 @@ def failed_rank(ranks: list[dict | None], exit_codes: dict[int, int | None]) -> 
     crashed) comes first: the others then fail on the lost connection or are stopped.
     Else the rank whose own failure came first (a peer's failure makes the others fail
     a moment later, in their collectives)."""
-    for rank, metrics in enumerate(ranks):
-        if metrics is None or metrics.get("status") not in ("ok", "stopped", *FAILED):
-            return rank
+    dead = [r for r, m in enumerate(ranks) if m is None or m.get("status") not in ("ok", "stopped", *FAILED)]
+    if dead:  # several: the one whose end the supervisor saw first (exit_codes keeps that order)
+        seen = list(exit_codes)
+        return min(dead, key=lambda r: (seen.index(r) if r in seen else len(seen), r))
     failed = [(m.get("finished_at", ""), r) for r, m in enumerate(ranks) if m and m.get("status") in FAILED]
     if failed:
         return min(failed)[1]
@@ -95,8 +96,9 @@ def _mean(values: list) -> float | None:
 def merge(spec: dict, ranks: list[dict | None], base: dict, *, launcher: str,
           hosts: list[str], exit_codes: dict[int, int | None] | None = None) -> dict:
     """The run's metrics.json from every rank's. `base`: what to start from when rank 0 left
-    nothing (the harness's first metrics of the run); `exit_codes`: rank -> exit status where
-    the supervisor saw each process (torchrun and srun only say that one failed)."""
+    nothing (the harness's first metrics of the run); `exit_codes`: rank -> exit status, in
+    the order the supervisor saw them end, where it saw each process (torchrun and srun only
+    say that one failed)."""
     exit_codes = exit_codes or {}
     parallel = spec["parallel"]
     size = len(ranks)

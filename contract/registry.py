@@ -117,6 +117,9 @@ PARALLEL: dict[tuple[str, str], dict[str, str]] = {
     ("tensorflow", "eager"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
     ("tensorflow", "graph"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
     ("jax", "flax"): {"launcher": "dlbench", "mechanism": "jax.distributed + a data-sharded jit"},
+    ("paddle", "dygraph"): {"launcher": "dlbench",
+                            "mechanism": "paddle.distributed.init_parallel_env + paddle.DataParallel "
+                                         "(gradients all-reduced after backward; gloo on CPU, NCCL on GPU)"},
     ("keras", "jax"): {"launcher": "dlbench",
                        "mechanism": "keras.distribution.DataParallel on jax.distributed (model.fit)"},
 }
@@ -140,7 +143,6 @@ PARALLEL_NOT_BUILT: dict[tuple[str, str], str] = {
                              "model.fit under MultiWorkerMirroredStrategy with per-worker rows "
                              f"needs a distributed tf.data pipeline: {_NOT_BUILT}",
     ("mxnet", "gluon"): f"kvstore dist_sync needs MXNet's ps-lite launcher: {_NOT_BUILT}",
-    ("paddle", "dygraph"): f"paddle.distributed.launch: {_NOT_BUILT}",
 }
 
 

@@ -486,6 +486,8 @@ class _Trainer:
         metrics["lines_of_code_file"] = logical_lines_of_implementation(str(module.__file__))
 
         options = impl.configure()
+        if self.world.parallel:  # a framework may put its own in place (Paddle's ends the process)
+            signal.signal(signal.SIGTERM, _stop_requested)
         options["data_layout"] = impl.data_layout
         metrics["options"] = {**spec["options"], **options}
         metrics["device"]["name"] = impl.device_name()

@@ -107,8 +107,8 @@ def launch(spec: dict, spec_path: str, out_dir: str) -> int:
 
 def supervise(procs: list[subprocess.Popen], per_rank: bool) -> tuple[dict[int, int | None], bool]:
     """Wait for every worker; the first to end badly gets the others stopped. A SIGTERM or
-    SIGINT here (docker stop, Ctrl-C, scancel) stops them all too. Exit codes by rank
-    (by process for torchrun, whose one process stands for every rank)."""
+    SIGINT here (docker stop, Ctrl-C, scancel) stops them all too. Exit codes by rank, in
+    the order the ends were seen (none for torchrun, whose one process stands for every rank)."""
     stopping: list[float] = []
     signalled: list[int] = []
 
@@ -122,8 +122,10 @@ def supervise(procs: list[subprocess.Popen], per_rank: bool) -> tuple[dict[int, 
                     proc.send_signal(signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    ended: list[int] = []  # ranks in the order their end was seen: the first failure is the cause
     try:
         while any(proc.poll() is None for proc in procs):
+            ended += [r for r, proc in enumerate(procs) if proc.returncode is not None and r not in ended]
             if any(proc.returncode not in (None, 0) for proc in procs):
                 stop()
             if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
@@ -134,7 +136,8 @@ def supervise(procs: list[subprocess.Popen], per_rank: bool) -> tuple[dict[int, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    codes = {rank: proc.returncode for rank, proc in enumerate(procs)} if per_rank else {}
+    ended += [r for r in range(len(procs)) if r not in ended]
+    codes = {rank: procs[rank].returncode for rank in ended} if per_rank else {}
     return codes, bool(signalled)
 
 

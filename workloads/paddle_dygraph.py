@@ -1,10 +1,16 @@
-"""PaddlePaddle, dynamic graph (dygraph) training loop; optionally paddle.jit.to_static."""
+"""PaddlePaddle, dynamic graph (dygraph) training loop; optionally paddle.jit.to_static.
+Data-parallel: paddle.distributed.init_parallel_env + paddle.DataParallel in workers started
+by dlbench's launcher with the environment paddle.distributed.launch would give them."""
+import contextlib
 import os
+import time
 
 import numpy as np
 import paddle
+import paddle.distributed as dist
 import paddle.nn.functional as F
 from paddle import nn
+from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
 
 from contract.models import ADAM, EMBEDDING_INIT_RANGE, LSTM_FORGET_BIAS, RecurrentSpec
 
@@ -64,8 +70,25 @@ class _Recurrent(nn.Layer):
         return self.dense(h_n[-1])
 
 
+def _launch_environment(world, backend):
+    """What paddle.distributed.launch sets for a worker (its collective controller), for
+    this world: the TCP store on rank 0 at the coordinator (PADDLE_MASTER), one endpoint
+    per worker, the backend (launch sets gloo when there is no device list)."""
+    endpoints = [world.worker_address(r) for r in range(world.size)]
+    env = {"PADDLE_TRAINER_ID": world.rank, "PADDLE_TRAINERS_NUM": world.size,
+           "PADDLE_GLOBAL_RANK": world.rank, "PADDLE_GLOBAL_SIZE": world.size,
+           "PADDLE_LOCAL_RANK": world.local_rank, "PADDLE_LOCAL_SIZE": world.local_size,
+           "PADDLE_RANK_IN_NODE": world.local_rank, "PADDLE_NNODES": world.nodes,
+           "PADDLE_MASTER": world.coordinator, "PADDLE_TRAINER_ENDPOINTS": ",".join(endpoints),
+           "PADDLE_CURRENT_ENDPOINT": endpoints[world.rank], "PADDLE_DISTRI_BACKEND": backend}
+    if backend == "nccl":
+        env["FLAGS_selected_gpus"] = world.local_rank
+    return {k: str(v) for k, v in env.items()}
+
+
 class Implementation(Base):
     framework, api, data_layout = "paddle", "dygraph", "NCHW"
+    optimizers = ("adam", "sgd")
 
     def version(self):
         return paddle.__version__
@@ -74,7 +97,7 @@ class Implementation(Base):
         paddle.seed(self.spec["seed"])
         if self.gpu and paddle.device.cuda.device_count() == 0:
             raise RuntimeError("device gpu requested but Paddle sees no CUDA device")
-        paddle.set_device("gpu:0" if self.gpu else "cpu")
+        paddle.set_device(f"gpu:{self.world.local_rank}" if self.gpu else "cpu")
         if self.gpu:  # cuDNN algorithm search, as PyTorch's cudnn.benchmark (a GPU-build flag)
             paddle.set_flags({"FLAGS_cudnn_exhaustive_search": True})
         self._apply_precision()
@@ -88,6 +111,12 @@ class Implementation(Base):
         if isinstance(self.model_spec, RecurrentSpec):
             # nn.LSTM runs Paddle's fused `rnn` op: cuDNN's kernel on GPU, its own CPU kernel
             options["lstm_kernel"] = "cudnn" if self.gpu else "rnn_op_cpu"
+        if self.world.parallel:
+            backend = "nccl" if self.gpu else "gloo"
+            os.environ.update(_launch_environment(self.world, backend))
+            dist.init_parallel_env()  # ProcessGroup<backend> over the TCP store on PADDLE_MASTER
+            options["parallel"] = {"mechanism": "paddle.DataParallel, no_sync + fused_allreduce_gradients",
+                                   "backend": backend, "bucket_mb": 128}
         return options
 
     def _apply_precision(self):
@@ -125,10 +154,23 @@ class Implementation(Base):
         self.model = _Recurrent(m) if isinstance(m, RecurrentSpec) else _conv_net(m)
         params = self.model.parameters()  # all to Adam, so clear_grad clears the frozen bias
         trainable = [p for p in params if not p.stop_gradient and p.optimize_attr["learning_rate"]]
-        self.optimizer = paddle.optimizer.Adam(
-            learning_rate=self.spec["learning_rate"], beta1=ADAM["beta_1"], beta2=ADAM["beta_2"],
-            epsilon=ADAM["epsilon"], parameters=params)
-        self.forward = paddle.jit.to_static(self.model) if self.to_static else self.model
+        if self.spec["optimizer"] == "sgd":  # plain SGD, no momentum
+            self.optimizer = paddle.optimizer.SGD(learning_rate=self.spec["learning_rate"], parameters=params)
+        else:
+            self.optimizer = paddle.optimizer.Adam(
+                learning_rate=self.spec["learning_rate"], beta1=ADAM["beta_1"], beta2=ADAM["beta_2"],
+                epsilon=ADAM["epsilon"], parameters=params)
+        self.forward = self.train_forward = paddle.jit.to_static(self.model) if self.to_static else self.model
+        self.no_sync, self.communication_s = contextlib.nullcontext, 0.0
+        if self.world.parallel:
+            # DataParallel broadcasts rank 0's parameters. Its reducer, all-reducing inside
+            # backward, turns a lost peer's gloo::IoException into std::terminate (SIGABRT,
+            # no result); so backward runs in no_sync and the gradients are all-reduced after
+            # it (fused buckets, scaled by 1/world size: their mean), Paddle's gradient-
+            # accumulation recipe; a lost peer is then a RuntimeError. Evaluation and logits
+            # use the bare layer (no collective)
+            self.train_forward = paddle.DataParallel(self.forward)
+            self.no_sync = self.train_forward.no_sync
         return sum(int(p.size) for p in trainable)
 
     @staticmethod
@@ -140,16 +182,25 @@ class Implementation(Base):
         loss_sum, correct = paddle.zeros([]), paddle.zeros([], dtype="int64")
         for s in self.train_batches(len(x), batch_size):
             xb, yb = self._tensors(x, y, s)
-            with self._auto_cast():
-                logits = self.forward(xb).astype("float32")  # softmax and loss in float32
-                loss = F.cross_entropy(logits, yb)  # batch mean
-            self.scaler.scale(loss).backward()  # disabled: the loss itself
+            with self.no_sync():
+                with self._auto_cast():
+                    logits = self.train_forward(xb).astype("float32")  # softmax and loss in float32
+                    loss = F.cross_entropy(logits, yb)  # batch mean
+                self.scaler.scale(loss).backward()  # disabled: the loss itself
+            if self.world.parallel:
+                self._all_reduce_gradients()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.clear_grad()
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
         return loss_sum.item() / len(x), correct.item() / len(x)  # .item() synchronises
+
+    def _all_reduce_gradients(self):
+        start = time.perf_counter()
+        fused_allreduce_gradients(self.model.parameters(), None)  # hcg None: the global group, mean
+        if self.step_windows.active:  # the timed epochs
+            self.communication_s += time.perf_counter() - start
 
     @paddle.no_grad()
     def evaluate(self, x, y, batch_size):
@@ -172,6 +223,16 @@ class Implementation(Base):
     def synchronize(self):
         if self.gpu:
             paddle.device.synchronize()
+
+    def barrier(self):
+        if self.world.parallel:
+            dist.barrier()
+
+    def communication(self):
+        if self.gpu:  # NCCL runs on its own stream: the call's time is not the transfer's
+            return {"time_s": None, "source": "not measured on GPU (NCCL all-reduce is asynchronous)"}
+        return {"time_s": self.communication_s, "source": "wall time of fused_allreduce_gradients "
+                "(gloo, synchronous) in the timed epochs; includes waiting for the slowest rank"}
 
     def device_name(self):
         return paddle.device.cuda.get_device_name() if self.gpu else super().device_name()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.registry import IMPLEMENTATIONS
+from contract.registry import IMPLEMENTATIONS, PARALLEL
 from orchestrator.analysis import equivalence
 from orchestrator.errors import DlbenchError
 from orchestrator.plan.suite import load_suite
@@ -85,8 +85,14 @@ def test_rows_selection():
 def test_generated_check_suite_is_a_valid_suite(tmp_path):
     rows = equivalence.select_rows(None)
     suite = equivalence.build_check_suite(rows)
-    assert [(r.framework, r.api) for r in suite.runs] == rows
-    for run in suite.runs:
+    # first the data-parallel pairs (1 and 2 workers, SGD, no dropout), then every row
+    pairs = [run for run in suite.runs if "parallel" in run.spec]
+    assert [(r.framework, r.api, r.workers_per_node) for r in pairs] == [
+        (f, a, w) for f, a in rows if (f, a) in PARALLEL for w in (1, 2)]
+    assert all(r.spec["optimizer"] == "sgd" and r.spec["dropout"] is False for r in pairs)
+    assert [(r.framework, r.api) for r in suite.runs[len(pairs):]] == rows
+    assert [(r.framework, r.api) for r in equivalence.build_check_suite(rows, parallel=False).runs] == rows
+    for run in suite.runs[len(pairs):]:
         assert run.spec["dataset"]["train_limit"] == equivalence.CHECK_SETTINGS["train_limit"]
         assert run.spec["batch_size"] == 128 and run.spec["learning_rate"] == 0.001
         assert run.flavour == "cpu"

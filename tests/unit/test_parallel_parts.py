@@ -152,6 +152,10 @@ def test_the_failed_rank_is_the_one_that_died_not_the_one_that_lost_its_peer():
     # a rank that failed and one the launcher stopped: the failed one
     m = ranks.merge(SPEC, [_rank(0, "stopped"), _rank(1, "failed")], {}, launcher="x", hosts=["h"])
     assert m["parallel"]["failed_rank"] == 1 and m["error"].startswith("rank 1")
+    # two ranks died without a result: the one whose end was seen first
+    m = ranks.merge(SPEC, [None, None], {"status": "failed"}, launcher="dlbench", hosts=["h"],
+                    exit_codes={1: -9, 0: -6})
+    assert m["error"] == "rank 1: died without a result (killed by SIGKILL)"
     # nothing from anyone: the base, failed, naming rank 0
     m = ranks.merge(SPEC, [None, None], {"run_id": "r", "status": "failed"}, launcher="torchrun", hosts=["h"])
     assert m["status"] == "failed" and "rank 0: died without a result" in m["error"]

@@ -117,6 +117,8 @@ PARALLEL: dict[tuple[str, str], dict[str, str]] = {
     ("tensorflow", "eager"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
     ("tensorflow", "graph"): {"launcher": "dlbench", "mechanism": "tf.distribute.MultiWorkerMirroredStrategy"},
     ("jax", "flax"): {"launcher": "dlbench", "mechanism": "jax.distributed + a data-sharded jit"},
+    ("mxnet", "gluon"): {"launcher": "dlbench",
+                         "mechanism": "kvstore dist_sync (ps-lite scheduler and servers started by the workers)"},
     ("paddle", "dygraph"): {"launcher": "dlbench",
                             "mechanism": "paddle.distributed.init_parallel_env + paddle.DataParallel "
                                          "(gradients all-reduced after backward; gloo on CPU, NCCL on GPU)"},
@@ -132,17 +134,14 @@ PARALLEL_UNSUPPORTED: dict[tuple[str, str], str] = {
                              "its first step (its symbolic build reduces the (x, y) batch of "
                              "PerReplica values, which MWMS rejects: keras-team/keras#20585); "
                              "use tensorflow/eager or tensorflow/graph",
-}
-_NOT_BUILT = "not built in dlbench yet"
-PARALLEL_NOT_BUILT: dict[tuple[str, str], str] = {
-    ("tensorflow-legacy", "estimator"): "tf.estimator's distribute_coordinator was removed; "
-                                        "the legacy image runs one process only",
+    ("tensorflow-legacy", "estimator"): "not built: the legacy image reproduces single-process "
+                                        "TF 2.15 numbers; tf.estimator's RunConfig(train_distribute) "
+                                        "would need its own input_fn sharding",
     ("keras", "torch"): "Keras 3's distribution API is implemented for the JAX backend only, and "
                         "its torch trainer (model.fit) has no DistributedDataParallel integration",
     ("keras", "tensorflow"): "Keras 3's distribution API is implemented for the JAX backend only; "
                              "model.fit under MultiWorkerMirroredStrategy with per-worker rows "
-                             f"needs a distributed tf.data pipeline: {_NOT_BUILT}",
-    ("mxnet", "gluon"): f"kvstore dist_sync needs MXNet's ps-lite launcher: {_NOT_BUILT}",
+                             "needs a distributed tf.data pipeline (not built)",
 }
 
 
@@ -151,4 +150,4 @@ def parallel_problem(framework: str, api: str, world_size: int) -> str | None:
     pair = (framework, api)
     if world_size <= 1 or pair in PARALLEL:
         return None
-    return PARALLEL_UNSUPPORTED.get(pair) or PARALLEL_NOT_BUILT.get(pair) or _NOT_BUILT
+    return PARALLEL_UNSUPPORTED.get(pair, "no data-parallel implementation in dlbench")

@@ -124,7 +124,7 @@ def supervise(procs: list[subprocess.Popen], per_rank: bool) -> tuple[dict[int, 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     ended: list[int] = []  # ranks in the order their end was seen: the first failure is the cause
     try:
-        while any(proc.poll() is None for proc in procs):
+        while [proc.poll() for proc in procs].count(None):  # every one polled, every time
             ended += [r for r, proc in enumerate(procs) if proc.returncode is not None and r not in ended]
             if any(proc.returncode not in (None, 0) for proc in procs):
                 stop()

@@ -1,9 +1,23 @@
-"""MXNet Gluon: HybridSequential + Trainer, hybridized (compiled graph) by default."""
+"""MXNet Gluon: HybridSequential + Trainer, hybridized (compiled graph) by default.
+
+Data-parallel (self.world.parallel): kvstore dist_sync (ps-lite). Rank 0 starts the
+scheduler on the coordinator's port, local rank 0 of every node one server (child processes
+that die with it); the Trainer pushes each gradient and pulls back the SUM over workers
+(update_on_kvstore=False: no optimizer on the servers, each worker updates its replica),
+and step(b x workers) makes it the global batch's mean gradient. The kvstore's init (in
+build) broadcasts rank 0's weights. Blocking waits run in a helper thread, so that a rank
+stuck on a lost peer still takes the launcher's SIGTERM; such a rank then exits at once."""
+import atexit
 import ctypes
 import glob
 import os
+import socket
+import subprocess
+import sys
 import sysconfig
+import threading
 from importlib.metadata import distributions
+from typing import Any
 
 
 def preload_cuda_wheels():
@@ -42,8 +56,46 @@ def omp_threads_in_force():
     return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
+# A ps-lite scheduler or server (importing mxnet with DMLC_ROLE set runs one: mxnet/kvstore/
+# kvstore_server.py). It dies with the worker that started it (PR_SET_DEATHSIG SIGKILL), or
+# at once if that worker is gone already; it may run on any CPU, not on its parent's only.
+PS_NODE = """import ctypes, os, sys
+ctypes.CDLL(None).prctl(1, 9)
+if os.getppid() != {parent}:
+    sys.exit(1)
+try:
+    os.sched_setaffinity(0, range(os.cpu_count()))
+except OSError:
+    pass
+import mxnet"""
+
+
+_KVSTORES: list = []  # kvstores alive until exit
+_BROKEN: list = []    # the failed waits of this process
+
+
+@atexit.register
+def _exit_if_broken():
+    """A rank whose kvstore wait failed or was stopped ends here, before the kvstore's
+    destructor, which would wait for ever for its pending push/pull to a lost peer."""
+    if _BROKEN:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _outcome(call, out):
+    try:
+        out.append((call(), None))
+    except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
+        out.append((None, exc))
+
+
 class Implementation(Base):
     framework, api, data_layout = "mxnet", "gluon", "NCHW"
+    optimizers = ("adam", "sgd")
+    kv: Any = None       # a parallel run's dist_sync kvstore
+    ps_nodes: dict = {}  # the ps-lite nodes it started
 
     def version(self):
         return mx.__version__
@@ -58,7 +110,7 @@ class Implementation(Base):
                                f"{wanted} before mxnet is imported (in force: {workers})")
         if self.gpu and mx.context.num_gpus() == 0:
             raise RuntimeError("device gpu requested but MXNet sees no GPU")
-        self.ctx = mx.gpu(0) if self.gpu else mx.cpu()
+        self.ctx = mx.gpu(self.world.local_rank) if self.gpu else mx.cpu()  # a GPU per worker
         self.hybridize = bool(self.spec["options"].get("hybridize", True))
         onednn = mx.runtime.Features().is_enabled("MKLDNN")
         options = {"intra_op_threads": omp_threads_in_force(), "inter_op_threads": workers,
@@ -70,7 +122,31 @@ class Implementation(Base):
             onednn_rnn = onednn and os.environ.get("MXNET_USE_MKLDNN_RNN", "1") != "0"
             options["lstm_kernel"] = ("cudnn fused RNN" if self.gpu else
                                       "onednn fused RNN" if onednn_rnn else "mxnet native CPU RNN")
+        if self.world.parallel:
+            options["parallel"] = self._start_kvstore()
         return options
+
+    def _start_kvstore(self):
+        w = self.world
+        host, port = w.coordinator.rsplit(":", 1)
+        env = {"DMLC_PS_ROOT_URI": socket.gethostbyname(host), "DMLC_PS_ROOT_PORT": port,
+               "DMLC_NUM_SERVER": str(w.nodes), "DMLC_NUM_WORKER": str(w.size),
+               "DMLC_NODE_HOST": socket.gethostbyname(w.hosts[w.node_rank])}
+        os.environ.update(env)
+        roles = ["scheduler"] * (w.rank == 0) + ["server"] * (w.local_rank == 0)
+        self.ps_nodes = {role: subprocess.Popen([sys.executable, "-c", PS_NODE.format(parent=os.getpid())],
+                                                env={**os.environ, "DMLC_ROLE": role}) for role in roles}
+        # this worker listens on its own port: ps-lite ranks one node's workers by port
+        os.environ.update(DMLC_ROLE="worker", PORT=str(w.base_port + 1 + w.rank))
+        self.kv = self._wait(lambda: mx.kv.create("dist_sync"))  # every node joins the scheduler
+        _KVSTORES.append(self.kv)  # destroyed after _exit_if_broken, at the interpreter's end
+        # no ps-lite barrier in the destructor: a rank that failed must exit (the launcher
+        # then stops the others); the harness's last barrier() ends a good run
+        mx.base.check_call(mx.base._LIB.MXKVStoreSetBarrierBeforeExit(self.kv.handle, ctypes.c_int(0)))
+        return {"mechanism": "kvstore dist_sync (ps-lite)", "kvstore": self.kv.type,
+                "servers": w.nodes, "update_on_kvstore": False, "kvstore_rank": self.kv.rank,
+                "scheduler": f"{env['DMLC_PS_ROOT_URI']}:{port}", "transport": "zmq tcp",
+                "reduction": "sum on the server, / global batch in Trainer.step"}
 
     def build(self, m):
         self.net = nn.HybridSequential()
@@ -83,9 +159,16 @@ class Implementation(Base):
         if self.hybridize:
             self.net.hybridize(static_alloc=True, static_shape=True)
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-        self.trainer = gluon.Trainer(self.net.collect_params(), "adam", {
-            "learning_rate": self.spec["learning_rate"], "beta1": ADAM["beta_1"],
-            "beta2": ADAM["beta_2"], "epsilon": ADAM["epsilon"]})
+        adam = {"beta1": ADAM["beta_1"], "beta2": ADAM["beta_2"], "epsilon": ADAM["epsilon"]}
+        sgd = self.spec["optimizer"] == "sgd"  # plain: MXNet's SGD has momentum 0 by default
+        kv: dict = {"kvstore": self.kv, "update_on_kvstore": False} if self.kv else {}
+        self.trainer = gluon.Trainer(self.net.collect_params(), "sgd" if sgd else "adam", {
+            "learning_rate": self.spec["learning_rate"], **({} if sgd else adam)}, **kv)
+        if self.kv:  # kvstore init (rank 0's weights) and every worker's pull of them, done now:
+            # left to the first step(), the pulls race its gradient push on the same keys
+            self.trainer._init_kvstore()
+            self._wait(self.trainer._init_params)  # ps-lite barriers: rank 0 pushes each first
+            self.synchronize()
         return sum(p.data().size for p in self.net.collect_params().values() if p.grad_req != "null")
 
     @staticmethod
@@ -130,9 +213,12 @@ class Implementation(Base):
                 logits = self.net(xb)
                 loss = self.loss_fn(logits, yb)  # one value per sample
             loss.backward()
-            self.trainer.step(len(yb))  # gradients of the sum / batch length = of the batch mean
+            # gradients of the sum (over every worker's rows when parallel) / the global
+            # batch length = of the global batch mean
+            self.trainer.step(len(yb) * self.world.size)
             loss_sum += loss.sum()
             correct += (logits.argmax(axis=1) == yb).sum()
+        self._wait(correct.wait_to_read)
         return loss_sum.asscalar() / len(x), correct.asscalar() / len(x)  # asscalar waits
 
     def evaluate(self, x, y, batch_size):
@@ -142,6 +228,7 @@ class Implementation(Base):
             logits = self.net(xb)  # outside autograd.record: predict mode, no dropout
             loss_sum += self.loss_fn(logits, yb).sum()
             correct += (logits.argmax(axis=1) == yb).sum()
+        self._wait(correct.wait_to_read)
         return loss_sum.asscalar() / len(x), correct.asscalar() / len(x)
 
     def logits(self, x):
@@ -159,7 +246,40 @@ class Implementation(Base):
         return {"cuda": installed.get("nvidia-cuda-runtime-cu11"), "cudnn": installed.get("nvidia-cudnn-cu11")}
 
     def synchronize(self):
-        mx.nd.waitall()  # the engine is asynchronous on CPU too
+        self._wait(mx.nd.waitall)  # the engine is asynchronous on CPU too
+
+    def barrier(self):
+        if self.kv:
+            self.synchronize()
+            self._wait(self.kv._barrier)  # ps-lite barrier of the worker group
+
+    def _wait(self, wait):
+        """wait() (blocking: engine, kvstore); when parallel, in a helper thread: ps-lite waits
+        for ever on a lost peer, and the main thread must stay free to take the launcher's
+        SIGTERM (the harness's StopRequested, which records this rank as stopped)."""
+        if not self.world.parallel:
+            return wait()
+        out: list = []
+        helper = threading.Thread(target=_outcome, args=(wait, out), daemon=True)
+        helper.start()
+        try:
+            while helper.is_alive():
+                helper.join(1.0)  # a signal's handler runs (and may raise) during the join
+                for role, node in self.ps_nodes.items():  # a dead one never answers
+                    if node.poll() is not None:
+                        raise RuntimeError(f"the ps-lite {role} this rank started exited ({node.returncode})")
+            result, exc = out[0]
+            if exc:
+                raise exc
+            return result
+        except BaseException:
+            _BROKEN.append(True)
+            raise
+
+    def communication(self):
+        return {"time_s": None, "source": "not exposed by MXNet: kvstore push/pull run asynchronously "
+                                          "in its engine, overlapping backward; neither MXNet nor "
+                                          "ps-lite reports their time"}
 
     def device_name(self):
         if not self.gpu:

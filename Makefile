@@ -46,8 +46,16 @@ lint: setup ## ruff, mypy and the import contracts (pyproject.toml); part of `ma
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# Two processes while the unit tests run: every CPU image builds beside them, and the
+# integration tests then reuse the images. A build that fails here fails again, with its
+# message, in the integration test that needs it (no engine: those tests say so).
+IMAGES_LOG ?= $(or $(TMPDIR),/tmp)/dlbench-test-images.log
 test: lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS) & unit=$$!; \
+	  if $(DLBENCH) images build > $(IMAGES_LOG) 2>&1; then echo "test: images ready ($(IMAGES_LOG))"; \
+	  else echo "test: image build failed, the integration tests will say why:"; tail -n 3 $(IMAGES_LOG); fi; \
+	  wait $$unit
+	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+METRICS_SCHEMA_VERSION = 2  # metrics.json: 2 added `parallel` and hyperparameters.dropout
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
 
 

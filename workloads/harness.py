@@ -29,7 +29,7 @@ from contract.models import ADAM, MODELS, ConvNetSpec, RecurrentSpec
 from contract.ranks import merge as merge_ranks
 from contract.ranks import rank_file
 from contract.registry import IMPLEMENTATIONS, IMPORT_ENVIRONMENT, PARALLEL, parallel_problem, precision_problem
-from contract.schemas import load_schema
+from contract.schemas import METRICS_SCHEMA_VERSION, load_schema
 
 from . import data as data_mod
 from . import parallel as parallel_mod
@@ -37,7 +37,6 @@ from .loc import logical_lines_of_implementation, logical_lines_of_workload
 from .parallel import World
 
 SCHEMA_VERSION = 1          # spec.json
-METRICS_SCHEMA_VERSION = 2  # metrics.json: 2 added `parallel` and hyperparameters.dropout
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_OOM, EXIT_UNSUPPORTED = 0, 1, 2, 3, 4
 
@@ -293,7 +292,7 @@ class Clock:
         return result, time.perf_counter() - start
 
 
-def _base_metrics(spec: dict, started_at: str) -> dict:
+def base_metrics(spec: dict, started_at: str) -> dict:
     return {
         "schema_version": METRICS_SCHEMA_VERSION,
         "run_id": spec["run_id"],
@@ -344,7 +343,7 @@ def run(spec: dict, out_dir: str, world: World | None = None) -> int:
     parallel run: its rank file, which the launcher merges into metrics.json)."""
     startup_s = process_age_s()
     world = world or World()
-    metrics = _base_metrics(spec, now_iso())
+    metrics = base_metrics(spec, now_iso())
     metrics_path = os.path.join(out_dir, "metrics.json")
     if world.parallel:
         metrics_path = rank_file(out_dir, world.rank)

@@ -82,24 +82,20 @@ def launch(spec: dict, spec_path: str, out_dir: str) -> int:
     harness.emit("parallel", workers=size, launcher=name, port=port)
     procs = []
     for rank, command in enumerate(commands):
-        worker_env = env if name == "torchrun" else {
-            **env, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0"}
         if name == "torchrun":  # torchrun sets these for its workers itself
             worker_env = {k: v for k, v in env.items() if k not in ("WORLD_SIZE", "LOCAL_WORLD_SIZE")}
+        else:
+            worker_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0"}
         procs.append(subprocess.Popen(command, env=worker_env))
     exit_codes, interrupted = supervise(procs, per_rank=name != "torchrun")
     ranks = read_ranks(out_dir, size)
-    base = harness._base_metrics(spec, harness.now_iso())
+    base = harness.base_metrics(spec, harness.now_iso())
     metrics = merge(spec, ranks, base, launcher=name, hosts=[socket.gethostname()],
                     exit_codes=exit_codes)
     if interrupted and metrics["status"] != "ok":  # stopped from outside, not by a rank
         metrics["status"], metrics["error"] = "failed", "interrupted"
     metrics["finished_at"] = harness.now_iso()
-    metrics_path = os.path.join(out_dir, "metrics.json")
-    write_json_atomic(metrics_path, metrics)
-    if metrics["status"] != "ok":
-        harness.emit("failed", status=metrics["status"], error=metrics["error"])
-    harness.emit("done", status=metrics["status"], metrics=metrics_path)
+    metrics_path = _write_outcome(metrics, out_dir)
     for line in harness.closing_lines(metrics, metrics_path):
         print(line, flush=True)
     return EXIT_BY_STATUS.get(metrics["status"], harness.EXIT_FAILED)
@@ -141,12 +137,19 @@ def supervise(procs: list[subprocess.Popen], per_rank: bool) -> tuple[dict[int, 
     return codes, bool(signalled)
 
 
+def _write_outcome(metrics: dict, out_dir: str) -> str:
+    """The run's metrics.json and its closing events; the file's path."""
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    write_json_atomic(metrics_path, metrics)
+    if metrics["status"] != "ok":
+        harness.emit("failed", status=metrics["status"], error=metrics["error"])
+    harness.emit("done", status=metrics["status"], metrics=metrics_path)
+    return metrics_path
+
+
 def _refuse(spec: dict, out_dir: str, error: str) -> int:
-    metrics = harness._base_metrics(spec, harness.now_iso())
+    metrics = harness.base_metrics(spec, harness.now_iso())  # status "failed"
     metrics["error"] = error
-    path = os.path.join(out_dir, "metrics.json")
-    write_json_atomic(path, metrics)
-    harness.emit("failed", status="failed", error=error)
-    harness.emit("done", status="failed", metrics=path)
+    _write_outcome(metrics, out_dir)
     print(f"workloads: error: {error}", file=sys.stderr)
     return harness.EXIT_FAILED

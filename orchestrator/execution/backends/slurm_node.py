@@ -30,6 +30,7 @@ from pathlib import Path
 
 from contract.jsonio import write_json_atomic
 from contract.ranks import merge, read_ranks
+from contract.schemas import METRICS_SCHEMA_VERSION
 from orchestrator.errors import DlbenchError
 from orchestrator.execution.backends import slurm_commands as slurm
 from orchestrator.execution.backends.base import Execution
@@ -184,7 +185,7 @@ class Job:
         """The workers' rank files into the run's metrics.json, as a one-node launcher does."""
         spec = json.loads(self.run_dir.file("spec.json").read_text(encoding="utf-8"))
         size = self.run.workers_per_node * self.run.nodes
-        base = {"schema_version": 2, "run_id": self.run.run_id, "status": "failed", "error": None,
+        base = {"schema_version": METRICS_SCHEMA_VERSION, "run_id": self.run.run_id, "status": "failed", "error": None,
                 "framework": {"name": self.run.framework, "api": self.run.api, "version": None},
                 "workload": spec["workload"], "device": {"type": spec["device"], "name": None},
                 "started_at": self.record["started_at"], "finished_at": now_iso()}
